@@ -1,0 +1,3 @@
+"""API model: extensions."""
+
+from __future__ import annotations

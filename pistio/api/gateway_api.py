@@ -1,0 +1,3 @@
+"""API model: gateway_api."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""API model: kube."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""API model: mesh."""
+
+from __future__ import annotations

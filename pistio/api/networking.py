@@ -1,0 +1,3 @@
+"""API model: networking."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""API model: security."""
+
+from __future__ import annotations

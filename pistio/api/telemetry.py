@@ -1,0 +1,3 @@
+"""API model: telemetry."""
+
+from __future__ import annotations

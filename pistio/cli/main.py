@@ -1,0 +1,32 @@
+"""The ``pistio`` command: istioctl's and kubectl's verbs for the mesh."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pistio import __version__
+from pistio.cli.validate_cmd import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pistio")
+def cli() -> None:
+    """pistio: a service mesh in Python that speaks Istio's APIs."""
+
+
+cli.add_command(validate)
+
+
+def main() -> None:
+    """Entry point: any failure ends in one clear line, never a traceback."""
+    try:
+        cli.main(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # last resort: report, do not dump a stack
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(70)

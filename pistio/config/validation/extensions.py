@@ -1,0 +1,3 @@
+"""Validation rules for extensions kinds."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Validation rules for gateway_api kinds."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Validation rules for kube kinds."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Validation rules for networking kinds."""
+
+from __future__ import annotations

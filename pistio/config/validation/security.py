@@ -1,0 +1,3 @@
+"""Validation rules for security kinds."""
+
+from __future__ import annotations

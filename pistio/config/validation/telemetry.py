@@ -1,0 +1,3 @@
+"""Validation rules for telemetry kinds."""
+
+from __future__ import annotations
