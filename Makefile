@@ -30,8 +30,12 @@ test: deb setup lint
 
 # Until the mesh runtime exists, the demo validates and analyzes the examples and Istio's samples.
 demo: deb setup
-	$(PISTIO) validate -f examples/
+	@echo "== pistio validate: our examples"
+	$(PISTIO) validate -f examples/config/
+	@echo "== pistio validate: a broken file (expected to fail, showing each error)"
+	-$(PISTIO) validate -f examples/broken/
 	@if [ -d $(SHARED)/conformance/istio-samples/bookinfo-networking ]; then \
+	  echo "== pistio validate: Istio's Bookinfo networking samples"; \
 	  $(PISTIO) validate -f $(SHARED)/conformance/istio-samples/bookinfo-networking/; \
 	else echo "$(SHARED)/conformance is absent: skipping Istio's Bookinfo samples"; fi
 

@@ -1,0 +1,3 @@
+from pistio.cli.main import main
+
+main()
