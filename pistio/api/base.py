@@ -118,7 +118,7 @@ class Duration(str):
                 return cls(value)
             except ValueError:
                 raise PydanticCustomError(
-                    "duration_syntax", "invalid duration {value!r}", {"value": value}
+                    "duration_syntax", 'invalid duration "{value}"', {"value": value}
                 ) from None
 
         return core_schema.no_info_plain_validator_function(

@@ -23,11 +23,17 @@ from pistio.config.validation.registry import validator_for
 
 @dataclass
 class Checked:
-    """One document after checking. ``resource`` is set when it is typed and has no errors."""
+    """One document after checking.
+
+    ``typed`` is set whenever the document fits its kind's schema; ``resource`` only when it
+    also passed every rule. Istio's analyzers see typed resources even when the webhook
+    would reject them (the schema analyzer reports those), so analysis reads ``typed``.
+    """
 
     doc: Document
     resource: Resource | None
     issues: list[ConfigIssue] = field(default_factory=list)
+    typed: Resource | None = None
 
     @property
     def errors(self) -> list[ConfigIssue]:
@@ -64,6 +70,7 @@ def _issues(doc: Document, ref: str, errs: FieldErrors) -> list[ConfigIssue]:
         ConfigIssue(msg, ref=ref, path=path, file=file, line=doc.line_of(path), level="warning")
         for path, msg in errs.warnings
     ]
+    out.sort(key=lambda i: i.line or 0)
     return out
 
 
@@ -85,7 +92,7 @@ def check_document(doc: Document) -> Checked:
         except Exception as exc:  # a bug in a validator must not hide the rest of the input
             errs.error("", f"internal error while validating: {type(exc).__name__}: {exc}")
     issues = _issues(doc, res.ref, errs)
-    return Checked(doc, None if errs.errors else res, issues)
+    return Checked(doc, None if errs.errors else res, issues, typed=res)
 
 
 def check_documents(docs: Iterable[Document]) -> list[Checked]:
