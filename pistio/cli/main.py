@@ -7,6 +7,7 @@ import sys
 import click
 
 from pistio import __version__
+from pistio.cli.analyze_cmd import analyze
 from pistio.cli.validate_cmd import validate
 
 
@@ -17,6 +18,7 @@ def cli() -> None:
 
 
 cli.add_command(validate)
+cli.add_command(analyze)
 
 
 def main() -> None:

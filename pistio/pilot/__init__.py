@@ -1,0 +1,1 @@
+"""Pilot: turns Istio config and the service registry into Envoy configuration."""
