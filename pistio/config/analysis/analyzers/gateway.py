@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import os
-import ssl
-import tempfile
-import time
+from datetime import UTC, datetime
 from typing import Any
+
+from cryptography import x509
 
 from pistio.config.analysis import util as u
 from pistio.config.analysis.core import Analyzer, Context
@@ -159,32 +158,12 @@ def _secret_cert(secret: Resource) -> bytes | None:
 
 def _valid_certificate(pem: bytes) -> bool:
     """A parseable PEM X.509 certificate that is currently valid (istiod's check)."""
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        return False
-    block = pem[pem.index(b"-----BEGIN CERTIFICATE-----") :]
-    end = block.find(b"-----END CERTIFICATE-----")
-    if end < 0:
-        return False
-    block = block[: end + len(b"-----END CERTIFICATE-----")] + b"\n"
-    # The standard library decodes certificates only from files (a CPython helper).
-    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-    if decode is None:
-        return True
-    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as fh:
-        fh.write(block)
-        name = fh.name
     try:
-        info = decode(name)
-    except (ssl.SSLError, ValueError, OSError):
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
         return False
-    finally:
-        os.unlink(name)
-    try:
-        not_before = ssl.cert_time_to_seconds(info["notBefore"])
-        not_after = ssl.cert_time_to_seconds(info["notAfter"])
-    except (KeyError, ValueError):
-        return False
-    return not_before <= time.time() <= not_after
+    now = datetime.now(UTC)
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
 class SecretAnalyzer(Analyzer):
