@@ -32,8 +32,12 @@ test: deb setup lint
 demo: deb setup
 	@echo "== pistio validate: our examples"
 	$(PISTIO) validate -f examples/config/
+	@echo "== pistio analyze: our examples (clean)"
+	$(PISTIO) analyze examples/config/
 	@echo "== pistio validate: a broken file (expected to fail, showing each error)"
 	-$(PISTIO) validate -f examples/broken/
+	@echo "== pistio analyze: the same file, with Istio's message codes (expected to fail)"
+	-$(PISTIO) analyze examples/broken/
 	@if [ -d $(SHARED)/conformance/istio-samples/bookinfo-networking ]; then \
 	  echo "== pistio validate: Istio's Bookinfo networking samples"; \
 	  $(PISTIO) validate -f $(SHARED)/conformance/istio-samples/bookinfo-networking/; \
