@@ -1,0 +1,1 @@
+"""xDS generators: the transport-facing wrappers around the networking builders."""

@@ -1,0 +1,1 @@
+"""Pure builders from (push context, proxy) to Envoy listeners, routes, clusters and endpoints."""

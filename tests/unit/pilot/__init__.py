@@ -1,0 +1,1 @@
+"""Tests of the control plane: push context and xDS builders."""
