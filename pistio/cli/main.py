@@ -8,6 +8,9 @@ import click
 
 from pistio import __version__
 from pistio.cli.analyze_cmd import analyze
+from pistio.cli.discovery_cmd import discovery
+from pistio.cli.proxy_config_cmd import proxy_config
+from pistio.cli.proxy_status_cmd import proxy_status
 from pistio.cli.validate_cmd import validate
 
 
@@ -19,6 +22,9 @@ def cli() -> None:
 
 cli.add_command(validate)
 cli.add_command(analyze)
+cli.add_command(discovery)
+cli.add_command(proxy_status)
+cli.add_command(proxy_config)
 
 
 def main() -> None:

@@ -64,6 +64,9 @@ def _service_keys(services: tuple[Service, ...]) -> list[tuple]:
             tuple(sorted(s.labels.items())),
             tuple(sorted(s.selector.items())),
             s.external_name,
+            # Istio pushes in full when a service's identities change (CDS carries them
+            # as the SANs to verify).
+            tuple(sorted(s.service_accounts)),
         )
         for s in services
     )
@@ -81,6 +84,7 @@ def _endpoint_key(e: Endpoint) -> tuple:
         e.health.value,
         e.weight,
         e.tls_mode,
+        e.network,
     )
 
 
