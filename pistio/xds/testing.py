@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,6 +32,8 @@ from pistio.xds.server import DiscoveryServer
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+log = logging.getLogger("pistio.xds.testing")
 
 
 class StaticGenerator:
@@ -186,13 +189,16 @@ class XdsHarness:
         self.streams.append(stream)
         return await stream.open()
 
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.stop()
-        for stream in self.streams:
-            await stream.close()
-        for server in self.servers:
-            await server.stop(grace=None)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close everything; bounded, so a stuck stream cannot hang the suite's teardown."""
+        steps = [c.stop() for c in self.clients]
+        steps += [s.close() for s in self.streams]
+        steps += [s.stop(grace=None) for s in self.servers]
+        for step in steps:
+            try:
+                await asyncio.wait_for(step, timeout)
+            except TimeoutError:
+                log.warning("test harness: a close step took over %.0f s; abandoned", timeout)
 
 
 def bounded(seconds: float) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:

@@ -1,1 +1,2 @@
-"""Proxyless gRPC flavour of xDS: API listeners and per-service route configs (Istio grpcgen)."""
+"""Proxyless gRPC flavour of xDS: API listeners, per-service route configs and minimal EDS
+clusters (Istio grpcgen)."""

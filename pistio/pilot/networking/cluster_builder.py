@@ -30,6 +30,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import struct_pb2
 
 from pistio.api import networking as net
+from pistio.pilot.grpcgen.cds import build_grpc_clusters
 from pistio.pilot.model.protocol import Protocol, parse_protocol
 from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import DestinationRuleConfig, PushContext
@@ -91,6 +92,9 @@ DR_CONFIG_PATH = "/apis/networking.istio.io/v1/namespaces/{ns}/destination-rule/
 
 def build_clusters(push: PushContext, proxy: Proxy) -> list[Cluster]:
     """Every cluster the proxy gets over CDS, in Istio's order, one per name."""
+    if proxy.is_proxyless_grpc:
+        # gRPC NACKs sidecar clusters (LEAST_REQUEST): it gets Istio's grpcgen clusters.
+        return build_grpc_clusters(push, proxy)
     clusters = build_outbound_clusters(push, proxy)
     clusters.append(blackhole_cluster(push))
     if proxy.type is NodeType.SIDECAR:
