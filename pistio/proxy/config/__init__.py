@@ -1,0 +1,1 @@
+"""Pure compilation of xDS resources into immutable lookup structures (no I/O)."""
