@@ -1,0 +1,1 @@
+"""Upstream runtime state per worker: connection pools, load balancers, health."""
