@@ -12,17 +12,21 @@ that passed:
 - a deleted file (or a document removed from a file) deletes its resources.
 
 Resources are keyed by (group, kind, namespace, name); a namespaced resource written without a
-namespace is in ``default``, as ``kubectl apply`` would put it. Watching polls file stamps
-(mtime, size, inode); a file changed within the last two seconds is also compared by content,
-since a quick rewrite can keep the same stamp.
+namespace is in ``default``, as ``kubectl apply`` would put it. Watching reloads on inotify
+events (Linux) and polls file stamps (mtime, size, inode) as a safety net; a file changed
+within the last two seconds is also compared by content, since a quick rewrite can keep the
+same stamp. An unchanged resource keeps its object across reloads, so caches keyed by config
+objects survive edits to other resources.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -241,6 +245,8 @@ class ConfigStore:
                 )
             if current is None or current.resource.doc.data != res.doc.data:
                 changed.add(key)
+            elif current.file == file and current.resource.doc.source == res.doc.source:
+                continue  # unchanged: keep the object, so caches keyed by it stay valid
             resources[key] = StoredResource(res, file)
         return frozenset(good)
 
@@ -298,16 +304,131 @@ class ConfigStore:
         on_change: Callable[[frozenset[StoreKey]], None],
         interval: float = 0.5,
     ) -> None:
-        """Poll for changes until cancelled; `on_change` runs on the event loop."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                changed = await asyncio.to_thread(self.reload)
-            except Exception:
-                log.exception("config: reload of %s failed", self.root)
+        """Reload on every file event (inotify) and at least every ``interval`` seconds,
+        until cancelled; `on_change` runs on the event loop."""
+        notifier = FileEvents.open([self.root])
+        try:
+            while True:
+                await _wait(notifier, interval)
+                try:
+                    changed = await asyncio.to_thread(self.reload)
+                except Exception:
+                    log.exception("config: reload of %s failed", self.root)
+                    continue
+                if changed:
+                    on_change(changed)
+        finally:
+            if notifier is not None:
+                notifier.close()
+
+
+async def _wait(notifier: FileEvents | None, interval: float) -> None:
+    if notifier is None:
+        await asyncio.sleep(interval)
+    else:
+        await notifier.wait(interval)
+
+
+# --- file events -------------------------------------------------------------------------
+
+# inotify(7) event bits: a file finished writing, or names appeared, moved or vanished.
+# IN_MODIFY is left out on purpose: a file is read once its writer closes it, not halfway.
+_IN_ATTRIB = 0x004
+_IN_CLOSE_WRITE = 0x008
+_IN_MOVED_FROM = 0x040
+_IN_MOVED_TO = 0x080
+_IN_CREATE = 0x100
+_IN_DELETE = 0x200
+_IN_DELETE_SELF = 0x400
+_IN_MOVE_SELF = 0x800
+_IN_ONLYDIR = 0x01000000
+_WATCH_MASK = (
+    _IN_ATTRIB
+    | _IN_CLOSE_WRITE
+    | _IN_MOVED_FROM
+    | _IN_MOVED_TO
+    | _IN_CREATE
+    | _IN_DELETE
+    | _IN_DELETE_SELF
+    | _IN_MOVE_SELF
+)
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+# A burst of events (an editor's write-rename, several files applied at once) is one wake-up.
+_SETTLE_SECONDS = 0.01
+
+
+class FileEvents:
+    """Linux inotify on directories (and their subdirectories), through libc via ctypes:
+    wakes the config watcher as soon as a file changes, so a change is pushed without
+    waiting for the next poll. Polling stays on as a safety net (missed or overflowed
+    events, filesystems without inotify); :meth:`open` returns None where inotify is
+    unavailable."""
+
+    def __init__(self, fd: int, libc: ctypes.CDLL, roots: list[Path]) -> None:
+        self._fd = fd
+        self._libc = libc
+        self._roots = roots
+        self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._on_readable)
+        self._add_watches()
+
+    @classmethod
+    def open(cls, paths: list[Path]) -> FileEvents | None:
+        """Watch the directories of ``paths`` (a file's parent directory); None without
+        inotify (not Linux, no libc symbol, or the per-user instance limit reached)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        if fd < 0:
+            log.debug("config: inotify unavailable (errno %d); polling only", ctypes.get_errno())
+            return None
+        roots = [p if p.is_dir() else p.parent for p in paths]
+        return cls(fd, libc, roots)
+
+    def _add_watches(self) -> None:
+        """Watch every directory under the roots (new subdirectories are picked up on the
+        next event); a root that does not exist yet is found by polling."""
+        for root in self._roots:
+            if not root.is_dir():
                 continue
-            if changed:
-                on_change(changed)
+            for dirpath, _dirs, _files in os.walk(root):
+                wd = self._libc.inotify_add_watch(
+                    self._fd, os.fsencode(dirpath), _WATCH_MASK | _IN_ONLYDIR
+                )
+                if wd < 0:
+                    log.debug("config: cannot watch %s (errno %d)", dirpath, ctypes.get_errno())
+
+    def _on_readable(self) -> None:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            log.debug("config: inotify read failed: %s", exc)
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until a file event (then a short settle time) or ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return
+        await asyncio.sleep(_SETTLE_SECONDS)
+        self._event.clear()
+        self._add_watches()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _plain(issue: ConfigIssue) -> str:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from pistio.api.mesh import MeshConfig, default_mesh_config, load_mesh_config
 from pistio.config.resource import Resource
-from pistio.pilot.config_store import ConfigStore, StoreKey, file_stamp
+from pistio.pilot import xds_cache
+from pistio.pilot.config_store import ConfigStore, FileEvents, StoreKey, file_stamp
 from pistio.pilot.generators.cds import ClusterGenerator, connection_proxy
 from pistio.pilot.generators.eds import EndpointGenerator
 from pistio.pilot.generators.lds import ListenerGenerator
@@ -310,15 +311,25 @@ class Discovery:
         )
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.watch_interval)
-            try:
-                changed = await asyncio.to_thread(self.store.reload)
-                if changed:
-                    self.on_config_change(changed)
-                self._check_mesh_file()
-            except Exception:
-                log.exception("config: reload failed")
+        """Reload on file events (inotify), polling every ``watch_interval`` as well."""
+        paths = [self.store.root] + ([self.mesh_file] if self.mesh_file else [])
+        events = FileEvents.open(paths)
+        try:
+            while True:
+                if events is None:
+                    await asyncio.sleep(self.watch_interval)
+                else:
+                    await events.wait(self.watch_interval)
+                try:
+                    changed = await asyncio.to_thread(self.store.reload)
+                    if changed:
+                        self.on_config_change(changed)
+                    self._check_mesh_file()
+                except Exception:
+                    log.exception("config: reload failed")
+        finally:
+            if events is not None:
+                events.close()
 
     # -- transport hooks -------------------------------------------------------
 
@@ -333,6 +344,8 @@ class Discovery:
 
     def _prepare(self, request: PushRequest) -> PushRequest:
         context = self.build_push_context()
+        # Generated config whose inputs did not change is reused (Istio's XdsCache).
+        xds_cache.inherit(self.push_context, context)
         self.push_context = context
         return replace(request, context=context)
 

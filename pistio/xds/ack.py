@@ -22,6 +22,7 @@ are the xDS protocol's:
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ RESPONDS = frozenset({RequestKind.INITIAL, RequestKind.SUBSCRIPTION})
 
 def _sotw_subscription(state: WatchState, names: Iterable[str], first: bool) -> bool:
     """Set the subscription from a SotW request; True if it changed."""
-    requested = set(names)
+    requested = {sys.intern(n) for n in names}  # one copy per name across proxies
     if WILDCARD in requested:
         wildcard = True
         requested.discard(WILDCARD)
@@ -108,7 +109,7 @@ def on_delta_request(
 
     # Subscription changes apply whatever the nonce says: the client will not
     # repeat them.
-    subscribe = set(req.resource_names_subscribe)
+    subscribe = {sys.intern(n) for n in req.resource_names_subscribe}  # one copy per name
     was_wildcard = state.wildcard
     if WILDCARD in subscribe or (first and not subscribe and req.type_url in LEGACY_WILDCARD_TYPES):
         state.wildcard = True

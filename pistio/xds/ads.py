@@ -23,6 +23,7 @@ from pistio.xds import ack
 from pistio.xds.connection import Connection, PushEvent, WatchState
 from pistio.xds.push_request import PushRequest
 from pistio.xds.types import SOTW_COMPLETE_TYPES, short_name
+from pistio.xds.wire import encode_response
 
 if TYPE_CHECKING:
     from pistio.xds.server import DiscoveryServer
@@ -40,8 +41,8 @@ def build_response(
     state: WatchState,
     push: PushRequest,
     requested: bool,
-) -> discovery_pb2.DiscoveryResponse | None:
-    """The response for one type, or None when there is nothing to send.
+) -> bytes | None:
+    """The encoded response for one type, or None when there is nothing to send.
 
     `requested`: the proxy asked (first request, new subscription), so it gets
     the full set even if unchanged.
@@ -67,18 +68,18 @@ def build_response(
     state.nonce_sent = nonce
     state.sent_at = time.time()
     server.stats.pushes[short_name(state.type_url)] += 1
-    return discovery_pb2.DiscoveryResponse(
+    head = discovery_pb2.DiscoveryResponse(
         version_info=push.version_info,
         type_url=state.type_url,
         nonce=nonce,
-        resources=[r.any for r in to_send],
         control_plane=server.control_plane,
     )
+    return encode_response(head, [r.sotw_field for r in to_send])
 
 
 def on_request(
     server: DiscoveryServer, conn: Connection, req: discovery_pb2.DiscoveryRequest
-) -> discovery_pb2.DiscoveryResponse | None:
+) -> bytes | None:
     if req.type_url not in server.generators:
         # A type we do not serve (or a node-only request): no answer, as istiod.
         log.debug("ADS: %s asked for unserved type %r", conn.conn_id, req.type_url)
@@ -104,7 +105,7 @@ async def stream(
     server: DiscoveryServer,
     request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
     context: grpc.aio.ServicerContext,
-) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+) -> AsyncIterator[bytes]:
     first = await server.first_request(request_iterator, context)
     if first is None:
         return

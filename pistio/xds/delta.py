@@ -25,6 +25,7 @@ from pistio.xds.ads import new_nonce
 from pistio.xds.connection import Connection, PushEvent, WatchState
 from pistio.xds.push_request import PushRequest
 from pistio.xds.types import short_name
+from pistio.xds.wire import encode_response
 
 if TYPE_CHECKING:
     from pistio.xds.server import DiscoveryServer
@@ -39,8 +40,8 @@ def build_response(
     push: PushRequest,
     subscribed: set[str] | frozenset[str] = frozenset(),
     requested: bool = False,
-) -> discovery_pb2.DeltaDiscoveryResponse | None:
-    """The response for one type, or None when the proxy already holds everything.
+) -> bytes | None:
+    """The encoded response for one type, or None when the proxy already holds everything.
 
     `requested`: the proxy asked. The very first response of a type is sent even
     when empty, so a proxy waiting for its initial fetch learns there is nothing.
@@ -57,7 +58,8 @@ def build_response(
         for name in state.resource_versions
         if name not in current and (state.wildcard or name in state.names)
     ]
-    removed.extend(sorted(n for n in subscribed if n not in current and n not in removed))
+    gone = set(removed)
+    removed.extend(sorted(n for n in subscribed if n not in current and n not in gone))
     if not changed and not removed and not (requested and not state.nonce_sent):
         return None
     for r in changed:
@@ -69,21 +71,19 @@ def build_response(
     state.nonce_sent = nonce
     state.sent_at = time.time()
     server.stats.pushes[short_name(state.type_url)] += 1
-    return discovery_pb2.DeltaDiscoveryResponse(
+    head = discovery_pb2.DeltaDiscoveryResponse(
         system_version_info=push.version_info,
         type_url=state.type_url,
         nonce=nonce,
-        resources=[
-            discovery_pb2.Resource(name=r.name, version=r.version, resource=r.any) for r in changed
-        ],
         removed_resources=removed,
         control_plane=server.control_plane,
     )
+    return encode_response(head, [r.delta_field for r in changed])
 
 
 def on_request(
     server: DiscoveryServer, conn: Connection, req: discovery_pb2.DeltaDiscoveryRequest
-) -> discovery_pb2.DeltaDiscoveryResponse | None:
+) -> bytes | None:
     if req.type_url not in server.generators:
         # A type we do not serve (or a node-only request): no answer, as istiod.
         log.debug("ADS: %s asked for unserved type %r", conn.conn_id, req.type_url)
@@ -103,7 +103,7 @@ async def stream(
     server: DiscoveryServer,
     request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
     context: grpc.aio.ServicerContext,
-) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+) -> AsyncIterator[bytes]:
     first = await server.first_request(request_iterator, context)
     if first is None:
         return

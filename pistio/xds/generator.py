@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, message
 
 from pistio.xds.any_codec import pack
 from pistio.xds.connection import ConnectionInfo
 from pistio.xds.push_request import ConfigKey, PushRequest
+from pistio.xds.wire import RESOURCES_FIELD, length_delimited
 
 __all__ = ["ConfigKey", "ConnectionInfo", "Generator", "PushRequest", "Resource"]
 
@@ -53,6 +55,18 @@ class Resource:
     @cached_property
     def any(self) -> any_pb2.Any:
         return pack(self.message, self.serialized)
+
+    @cached_property
+    def sotw_field(self) -> bytes:
+        """This resource as ``DiscoveryResponse.resources`` entry, encoded (an Any)."""
+        return length_delimited(RESOURCES_FIELD, self.any.SerializeToString())
+
+    @cached_property
+    def delta_field(self) -> bytes:
+        """This resource as ``DeltaDiscoveryResponse.resources`` entry, encoded (a
+        ``Resource`` with name, version and the Any)."""
+        entry = discovery_pb2.Resource(name=self.name, version=self.version, resource=self.any)
+        return length_delimited(RESOURCES_FIELD, entry.SerializeToString())
 
 
 class Generator(Protocol):

@@ -35,6 +35,7 @@ from pistio.xds.push_request import PushRequest
 from pistio.xds.registry import ConnectionRegistry
 from pistio.xds.stats import XdsStats
 from pistio.xds.types import ENDPOINT, push_order, short_name
+from pistio.xds.wire import add_ads_servicer
 
 log = logging.getLogger("pistio.xds")
 
@@ -100,7 +101,7 @@ class DiscoveryServer:
         """Serve plaintext ADS on `address` (Istio: 15010); returns the bound port."""
         self._start_pushing()
         self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), self._grpc)
+        add_ads_servicer(_Servicer(self), self._grpc)
         self.port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
         log.info("xDS server listening on port %d", self.port)
@@ -309,7 +310,8 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, server: DiscoveryServer) -> None:
         self._server = server
 
-    # Async generators: grpc.aio writes each yielded response with flow control.
+    # Async generators: grpc.aio writes each yielded response with flow control. Responses
+    # are pre-encoded bytes (see wire.add_ads_servicer).
     async def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802
         async for response in ads.stream(self._server, request_iterator, context):
             yield response

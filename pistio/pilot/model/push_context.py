@@ -12,6 +12,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pistio.api import networking as net
 from pistio.api.mesh import MeshConfig, default_mesh_config
@@ -124,14 +125,19 @@ class PushContext:
         self._services_by_host: dict[str, list[Service]] = defaultdict(list)
         for svc in self.services:
             self._services_by_host[svc.hostname].append(svc)
+        # Every endpoint, in registry order (the XdsCache compares them between pushes).
+        self.all_endpoints: tuple[Endpoint, ...] = tuple(endpoints)
         self._endpoints: dict[str, list[Endpoint]] = defaultdict(list)
         self._endpoints_by_ip: dict[str, list[Endpoint]] = defaultdict(list)
-        for ep in endpoints:
+        for ep in self.all_endpoints:
             self._endpoints[ep.hostname].append(ep)
             self._endpoints_by_ip[ep.address].append(ep)
 
         self._index_virtual_services()
         self._index_destination_rules()
+        # Results derived from this snapshot, memoized by their users (pistio.pilot.xds_cache):
+        # the context is immutable, so they stay valid for its lifetime.
+        self.memo: dict[str, Any] = {}
 
     # --- services and endpoints -----------------------------------------------------------
 
