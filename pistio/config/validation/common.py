@@ -9,6 +9,7 @@ import ipaddress
 import re
 
 from pistio.api.base import Duration
+from pistio.config import protocol
 
 DNS1123_LABEL_MAX = 63
 _DNS1123_LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
@@ -186,41 +187,22 @@ def validate_regex(expr: str) -> str | None:
 
 # --- Ports and protocols -------------------------------------------------------------------
 
-# Istio's protocol.Parse: names are matched case-insensitively; anything else is unsupported.
-_PROTOCOLS = {
-    "tcp": "TCP",
-    "udp": "UDP",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC-Web",
-    "http": "HTTP",
-    "http_proxy": "HTTP_PROXY",
-    "http2": "HTTP2",
-    "https": "HTTPS",
-    "tls": "TLS",
-    "mongo": "Mongo",
-    "redis": "Redis",
-    "mysql": "MySQL",
-}
-_HTTP_PROTOCOLS = {"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-Web"}
-_TLS_PROTOCOLS = {"HTTPS", "TLS"}
-_TCP_PROTOCOLS = {"TCP", "HTTPS", "TLS", "Mongo", "Redis", "MySQL"}
-
-
 def parse_protocol(name: str) -> str | None:
-    """Istio's canonical protocol name, or None when the protocol is unsupported."""
-    return _PROTOCOLS.get(name.lower())
+    """Istio's protocol.Parse (case-insensitive); None for a name Istio does not know."""
+    found = protocol.parse_protocol(name)
+    return None if found.is_unsupported else found.value
 
 
 def is_http_protocol(name: str) -> bool:
-    return parse_protocol(name) in _HTTP_PROTOCOLS
+    return protocol.parse_protocol(name).is_http
 
 
 def is_tls_protocol(name: str) -> bool:
-    return parse_protocol(name) in _TLS_PROTOCOLS
+    return protocol.parse_protocol(name).is_tls
 
 
 def is_tcp_protocol(name: str) -> bool:
-    return parse_protocol(name) in _TCP_PROTOCOLS
+    return protocol.parse_protocol(name).is_tcp
 
 
 def validate_protocol(name: str) -> str | None:

@@ -29,18 +29,16 @@ PROXY_ATTRIBUTE = "proxy"
 
 
 def connection_proxy(conn: ConnectionInfo) -> Proxy:
-    """The connection's Proxy, parsed once; the node's locality (not part of the node id)
-    is copied into metadata ``LOCALITY`` as ``region/zone/subzone``."""
+    """The connection's Proxy, parsed once per connection from its node."""
     cached = conn.attributes.get(PROXY_ATTRIBUTE)
     if isinstance(cached, Proxy):
         return cached
-    proxy = parse_node_id(conn.node_id, conn.metadata)
+    locality = ""
     node = conn.node
-    if node is not None and node.HasField("locality") and "LOCALITY" not in proxy.metadata:
+    if node is not None and node.HasField("locality"):
         loc = node.locality
-        parts = [p for p in (loc.region, loc.zone, loc.sub_zone) if p]
-        if parts:
-            proxy.metadata["LOCALITY"] = "/".join(parts)
+        locality = "/".join(p for p in (loc.region, loc.zone, loc.sub_zone) if p)
+    proxy = parse_node_id(conn.node_id, conn.metadata, locality)
     conn.attributes[PROXY_ATTRIBUTE] = proxy
     return proxy
 

@@ -18,7 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 
 from pistio.api import networking as net
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.networking.cluster_traffic_policy import cluster_policy

@@ -28,6 +28,8 @@ class Proxy:
     dns_domain: str
     metadata: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # region/zone/subzone from the xDS node's locality ("" when the node gives none).
+    locality: str = ""
 
     @property
     def config_namespace(self) -> str:
@@ -59,7 +61,9 @@ class Proxy:
         return str(self.metadata.get("WORKLOAD_NAME", ""))
 
 
-def parse_node_id(node_id: str, metadata: dict[str, Any] | None = None) -> Proxy:
+def parse_node_id(
+    node_id: str, metadata: dict[str, Any] | None = None, locality: str = ""
+) -> Proxy:
     """Parse an Istio node id; ValueError if it does not have Istio's four parts."""
     parts = node_id.split("~")
     if len(parts) != 4:
@@ -84,4 +88,5 @@ def parse_node_id(node_id: str, metadata: dict[str, Any] | None = None) -> Proxy
         dns_domain=domain or f"{namespace}.svc.{DEFAULT_DOMAIN_SUFFIX}",
         metadata=meta,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        locality=locality,
     )

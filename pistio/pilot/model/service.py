@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 UNSPECIFIED_IP = "0.0.0.0"

@@ -30,8 +30,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import struct_pb2
 
 from pistio.api import networking as net
+from pistio.config.protocol import Protocol, parse_protocol
 from pistio.pilot.grpcgen.cds import build_grpc_clusters
-from pistio.pilot.model.protocol import Protocol, parse_protocol
 from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import DestinationRuleConfig, PushContext
 from pistio.pilot.model.service import (

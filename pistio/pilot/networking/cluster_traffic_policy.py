@@ -25,7 +25,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from pistio.api import networking as net
 from pistio.api.mesh import MeshConfig
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import PushContext, labels_match
 from pistio.pilot.model.service import Resolution, Service, ServicePort

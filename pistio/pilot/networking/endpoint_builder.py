@@ -41,13 +41,11 @@ from pistio.pilot.networking.cluster_traffic_policy import (
     subset_of,
 )
 from pistio.pilot.networking.route_clusters import parse_subset_key
+from pistio.pilot.registry.workload import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL, locality_of
 
 ISTIO_METADATA_KEY = "istio"
 DEFAULT_CLUSTER_ID = "Kubernetes"
 
-LABEL_REGION = "topology.kubernetes.io/region"
-LABEL_ZONE = "topology.kubernetes.io/zone"
-LABEL_SUBZONE = "topology.istio.io/subzone"
 LABEL_NETWORK = "topology.istio.io/network"
 LABEL_CANONICAL_NAME = "service.istio.io/canonical-name"
 LABEL_CANONICAL_REVISION = "service.istio.io/canonical-revision"
@@ -74,18 +72,8 @@ def locality_proto(label: str) -> base_pb2.Locality:
 
 
 def proxy_locality(proxy: Proxy) -> str:
-    """The proxy's ``region/zone/subzone``: the node's locality (the CDS/EDS generators copy
-    it into metadata ``LOCALITY``), else the topology labels of its pod."""
-    explicit = getattr(proxy, "locality", None) or proxy.metadata.get("LOCALITY")
-    if isinstance(explicit, str) and explicit:
-        return explicit
-    labels = proxy.labels
-    region = labels.get(LABEL_REGION, "")
-    if not region:
-        return ""
-    return "/".join(
-        p for p in (region, labels.get(LABEL_ZONE, ""), labels.get(LABEL_SUBZONE, "")) if p
-    )
+    """The proxy's ``region/zone/subzone``: the node's locality, else its pod's topology labels."""
+    return proxy.locality or locality_of(proxy.labels)
 
 
 def locality_match(locality: base_pb2.Locality, pattern: str) -> bool:
@@ -375,9 +363,9 @@ def _with_topology(labels: dict[str, str], locality: str, network: str) -> dict[
     """Istio adds topology labels from the locality/network to workload labels."""
     region, zone, subzone = split_locality(locality)
     for key, value in (
-        (LABEL_REGION, region),
-        (LABEL_ZONE, zone),
-        (LABEL_SUBZONE, subzone),
+        (REGION_LABEL, region),
+        (ZONE_LABEL, zone),
+        (SUBZONE_LABEL, subzone),
         (LABEL_NETWORK, network),
     ):
         if value:

@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.xds.any_codec import pack

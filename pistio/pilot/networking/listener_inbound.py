@@ -21,7 +21,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import duration_pb2
 
-from pistio.pilot.model.protocol import Protocol, parse_protocol
+from pistio.config.protocol import Protocol, parse_protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.networking.http_filters import (

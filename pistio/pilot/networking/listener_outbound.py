@@ -25,7 +25,7 @@ from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import duration_pb2
 
 from pistio.api import networking as net
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import (
     MESH_GATEWAY,

@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from pistio.api import kube
+from pistio.config.protocol import port_protocol
 from pistio.config.resource import Resource
-from pistio.pilot.model.protocol import port_protocol
 from pistio.pilot.model.service import (
     DEFAULT_DOMAIN_SUFFIX,
     Endpoint,
@@ -47,7 +47,7 @@ def convert_service(res: Resource, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -
         ServicePort(
             name=p.name,
             port=p.port,
-            protocol=port_protocol(p.name, p.protocol or "TCP", p.app_protocol),
+            protocol=port_protocol(p.name, p.protocol or "TCP", p.app_protocol, p.port),
             target_port=p.target_port if p.target_port not in (None, "", 0) else p.port,
         )
         for p in spec.ports

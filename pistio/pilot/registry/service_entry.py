@@ -7,8 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from pistio.api import networking as net
+from pistio.config.protocol import parse_protocol
 from pistio.config.resource import Resource
-from pistio.pilot.model.protocol import parse_protocol
 from pistio.pilot.model.service import (
     DEFAULT_DOMAIN_SUFFIX,
     Endpoint,

@@ -42,7 +42,7 @@ def addresses(group) -> list[str]:
 
 def proxy_in(zone: str):
     proxy = sidecar_proxy()
-    proxy.metadata["LOCALITY"] = f"us-east1/{zone}"
+    proxy.locality = f"us-east1/{zone}"
     return proxy
 
 

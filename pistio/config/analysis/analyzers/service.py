@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pistio.config.analysis import util as u
 from pistio.config.analysis.core import Analyzer, Context
+from pistio.config.protocol import port_protocol
 
 GATEWAY_MANAGED_LABEL = "gateway.istio.io/managed"
 MANAGED_CONTROLLERS = (
@@ -11,44 +12,12 @@ MANAGED_CONTROLLERS = (
     "istio.io-mesh-controller",
     "istio.io-eastwest-controller",
 )
-# Ports whose protocol Istio takes as TCP when the name says nothing (no sniffing there).
-WELL_KNOWN_PORTS = (25, 53, 3306, 27017)
-PROTOCOLS = {
-    "tcp": "TCP",
-    "udp": "UDP",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC-Web",
-    "http": "HTTP",
-    "http_proxy": "HTTP_PROXY",
-    "http2": "HTTP2",
-    "https": "HTTPS",
-    "tls": "TLS",
-    "mongo": "Mongo",
-    "redis": "Redis",
-    "mysql": "MySQL",
-}
-APP_PROTOCOLS = {
-    "kubernetes.io/h2c": "HTTP2",
-    "kubernetes.io/ws": "HTTP",
-    "kubernetes.io/wss": "HTTPS",
-}
 
 
-def port_protocol(port: int, name: str, protocol: str, app_protocol: str | None) -> str | None:
-    """Istio's protocol for a Service port (``kube.ConvertProtocol``); None when unsupported."""
-    if protocol == "UDP":
-        return "UDP"
-    if app_protocol is not None:
-        if app_protocol in APP_PROTOCOLS:
-            return APP_PROTOCOLS[app_protocol]
-        name = app_protocol
-    if name.lower().startswith("grpc-web"):
-        return "GRPC-Web"
-    prefix = name.split("-", 1)[0]
-    found = PROTOCOLS.get(prefix.lower())
-    if found is None and port in WELL_KNOWN_PORTS:
-        return "TCP"
-    return found
+def port_protocol_name(port: int, name: str, protocol: str, app_protocol: str | None) -> str | None:
+    """Istio's protocol for a Service port; None when it is left to sniffing."""
+    found = port_protocol(name, protocol or "TCP", app_protocol, port)
+    return None if found.is_unsupported else found.value
 
 
 class PortNameAnalyzer(Analyzer):
@@ -66,7 +35,7 @@ class PortNameAnalyzer(Analyzer):
                 name = u.text(p, "name")
                 number = u.to_int(u.get(p, "port")) or 0
                 app = u.get(p, "app_protocol")
-                proto = port_protocol(number, name, u.text(p, "protocol"), app)
+                proto = port_protocol_name(number, name, u.text(p, "protocol"), app)
                 if proto is not None and not (name == "tcp" and svc_type == "ExternalName"):
                     continue
                 path = f"spec.ports[{i}].port"

@@ -1,7 +1,8 @@
-"""Istio's port protocols and how a port's protocol is decided.
+"""Istio's port protocols and how a port's protocol is decided (Istio's pkg/config/protocol).
 
 Istio reads the protocol from a Service port's ``appProtocol`` first, then from the prefix of
-its name (``http-web`` → HTTP); anything else is left to protocol sniffing.
+its name (``http-web`` → HTTP); a few well-known ports are TCP; anything else is left to
+protocol sniffing. Validation, analysis and Pilot all decide it here.
 """
 
 from __future__ import annotations
@@ -71,8 +72,15 @@ def parse_protocol(text: str) -> Protocol:
     return _BY_LOWER.get(text.lower(), Protocol.UNSUPPORTED)
 
 
-def port_protocol(name: str, transport: str = "TCP", app_protocol: str | None = None) -> Protocol:
-    """The protocol of a Kubernetes Service port, as Istio derives it."""
+# Ports whose protocol Istio takes as TCP when nothing else says (server-first protocols:
+# SMTP, DNS, MySQL, MongoDB), so that no sniffing waits for a client's first bytes.
+WELL_KNOWN_TCP_PORTS = frozenset({25, 53, 3306, 27017})
+
+
+def port_protocol(
+    name: str, transport: str = "TCP", app_protocol: str | None = None, port: int = 0
+) -> Protocol:
+    """The protocol of a Kubernetes Service port, as Istio derives it (kube.ConvertProtocol)."""
     if transport.upper() == "UDP":
         return Protocol.UDP
     if transport.upper() == "SCTP":
@@ -81,8 +89,11 @@ def port_protocol(name: str, transport: str = "TCP", app_protocol: str | None = 
         known = _APP_PROTOCOLS.get(app_protocol.lower())
         if known is not None:
             return known
-        parsed = parse_protocol(app_protocol)
-        if not parsed.is_unsupported:
-            return parsed
+        name = app_protocol
+    if name.lower().startswith("grpc-web"):
+        return Protocol.GRPC_WEB
     prefix = name.split("-", 1)[0]
-    return parse_protocol(prefix) if prefix else Protocol.UNSUPPORTED
+    found = parse_protocol(prefix) if prefix else Protocol.UNSUPPORTED
+    if found.is_unsupported and port in WELL_KNOWN_TCP_PORTS:
+        return Protocol.TCP
+    return found
