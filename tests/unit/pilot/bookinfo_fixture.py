@@ -24,9 +24,9 @@ Every service has one port ``http`` 9080 → targetPort 9080.
 from __future__ import annotations
 
 from pistio.config.loader import read_text
+from pistio.config.protocol import Protocol
 from pistio.config.resource import Resource
 from pistio.config.validation import check_document
-from pistio.pilot.model.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy, parse_node_id
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.model.service import Endpoint, Service, ServicePort

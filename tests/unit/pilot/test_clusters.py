@@ -8,8 +8,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from pistio.api.mesh import MeshConfig, default_mesh_config
+from pistio.config.protocol import Protocol
 from pistio.pilot.generators.cds import ClusterGenerator
-from pistio.pilot.model.protocol import Protocol
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.model.service import Endpoint, Resolution, Service, ServicePort, Source
 from pistio.pilot.networking.cluster_builder import build_clusters

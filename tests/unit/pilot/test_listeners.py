@@ -10,7 +10,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from pistio.pilot.model.protocol import Protocol
+from pistio.config.protocol import Protocol
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.model.service import Endpoint, Resolution, Service, ServicePort
 from pistio.pilot.networking.listener_builder import build_sidecar_listeners

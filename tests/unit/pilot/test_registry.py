@@ -4,9 +4,9 @@ Endpoints, and the aggregate's change events (full vs endpoint-only)."""
 from __future__ import annotations
 
 from pistio.config.loader import read_text
+from pistio.config.protocol import Protocol
 from pistio.config.resource import Resource
 from pistio.config.validation import check_document
-from pistio.pilot.model.protocol import Protocol
 from pistio.pilot.model.service import Endpoint, HealthStatus, Resolution, Service, ServicePort
 from pistio.pilot.registry import AggregateRegistry, Snapshot
 from pistio.pilot.registry.kubernetes import kubernetes_snapshot
