@@ -1,0 +1,187 @@
+"""The request head and the header edits a sidecar makes, as Envoy's connection manager does.
+
+Envoy's HTTP connection manager edits every request before routing and every response before
+encoding (Envoy docs, "HTTP header manipulation" and "HTTP headers: x-request-id,
+x-forwarded-proto, x-envoy-*"):
+
+- hop-by-hop headers (connection, keep-alive, proxy-connection, transfer-encoding, upgrade, and
+  te unless it is exactly ``trailers``) are never forwarded; the codec re-frames the body;
+- ``x-request-id`` is generated (a random UUID4) when the request has none;
+- ``x-forwarded-proto`` is set to the downstream scheme when absent (a sidecar does not use the
+  remote address, so an existing value is trusted and kept);
+- the router adds ``x-envoy-expected-rq-timeout-ms`` when a route timeout applies, and
+  ``x-envoy-decorator-operation`` when a route decorator is propagated;
+- responses get ``x-envoy-upstream-service-time`` (milliseconds from the upstream request to its
+  response headers) and ``server`` overwritten with the listener's server name
+  (``server_header_transformation: OVERWRITE``; Istio names inbound sidecars ``istio-envoy``).
+
+Header names keep the case the client sent; lookups go through a lower-cased index built once
+while parsing. Values are bytes: nothing on this path decodes text.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from http import HTTPStatus
+
+# Never forwarded in either direction; the codec writes its own framing and connection headers.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
+)
+# Response headers the proxy replaces rather than forwards (server: OVERWRITE).
+RESPONSE_DROPPED = HOP_BY_HOP | {b"server"}
+
+X_REQUEST_ID = b"x-request-id"
+X_FORWARDED_PROTO = b"x-forwarded-proto"
+X_ENVOY_EXPECTED_RQ_TIMEOUT_MS = b"x-envoy-expected-rq-timeout-ms"
+X_ENVOY_UPSTREAM_SERVICE_TIME = b"x-envoy-upstream-service-time"
+X_ENVOY_DECORATOR_OPERATION = b"x-envoy-decorator-operation"
+
+Fields = list[tuple[bytes, bytes]]
+
+
+class RequestHead:
+    """A request's start line and headers as parsed from the downstream.
+
+    ``fields`` are the forwardable headers in arrival order and original case (hop-by-hop ones
+    already left out); ``index`` maps every lower-cased header name to its value, duplicates
+    joined with ``,`` as RFC 9110 allows for list-valued fields. ``target`` is the raw
+    request-target (path and query, or an absolute URI) exactly as received.
+    """
+
+    __slots__ = ("method", "target", "version", "fields", "index", "upgrade")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        fields: Fields,
+        index: dict[bytes, bytes],
+        upgrade: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.fields = fields
+        self.index = index
+        # The protocol named by ``Upgrade`` when the request asks to switch (websocket).
+        self.upgrade = upgrade
+
+    @property
+    def authority(self) -> bytes:
+        """The Host header (HTTP/1's ``:authority``), empty when absent."""
+        return self.index.get(b"host", b"")
+
+    def get(self, lower_name: bytes) -> bytes | None:
+        return self.index.get(lower_name)
+
+    def set(self, name: bytes, value: bytes) -> None:
+        """Replace every occurrence of a header (``name`` lower-case) with one value."""
+        if name in self.index:
+            self.fields = [(n, v) for n, v in self.fields if n.lower() != name]
+        self.fields.append((name, value))
+        self.index[name] = value
+
+    def add(self, name: bytes, value: bytes) -> None:
+        """Append a header (``name`` lower-case), keeping existing values."""
+        self.fields.append((name, value))
+        prev = self.index.get(name)
+        self.index[name] = value if prev is None else prev + b"," + value
+
+    def remove(self, name: bytes) -> None:
+        if self.index.pop(name, None) is not None:
+            self.fields = [(n, v) for n, v in self.fields if n.lower() != name]
+
+
+class RequestIdGenerator:
+    """Random UUID4 request ids as bytes, from one ``os.urandom`` read per 256 ids.
+
+    ``str(uuid.uuid4())`` costs about 2.6 µs here; formatting from a pre-read random block costs
+    about 0.6 µs. The version nibble is 4 and the variant bits are 10, as RFC 9562 requires.
+    """
+
+    __slots__ = ("_block", "_pos")
+
+    _IDS_PER_READ = 256
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._pos = 0
+
+    def __call__(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._block):
+            self._block = os.urandom(16 * self._IDS_PER_READ)
+            pos = 0
+        self._pos = pos + 16
+        raw = self._block[pos : pos + 16]
+        h = binascii.hexlify(raw)
+        return b"%s-%s-4%s-%c%s-%s" % (
+            h[:8],
+            h[8:12],
+            h[13:16],
+            b"89ab"[raw[8] & 3],
+            h[17:20],
+            h[20:],
+        )
+
+
+def apply_request_edits(
+    head: RequestHead, new_request_id: RequestIdGenerator, forwarded_proto: bytes = b"http"
+) -> None:
+    """The connection manager's per-request edits that do not depend on the route."""
+    index = head.index
+    if X_REQUEST_ID not in index:
+        rid = new_request_id()
+        head.fields.append((X_REQUEST_ID, rid))
+        index[X_REQUEST_ID] = rid
+    if X_FORWARDED_PROTO not in index:
+        head.fields.append((X_FORWARDED_PROTO, forwarded_proto))
+        index[X_FORWARDED_PROTO] = forwarded_proto
+
+
+def set_expected_timeout(head: RequestHead, timeout_ms: int) -> None:
+    """What the router tells the upstream about the time it will wait (route timeout or
+    per-try timeout); Envoy omits it when the timeout is disabled (0)."""
+    if timeout_ms > 0:
+        head.set(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, b"%d" % timeout_ms)
+
+
+def set_decorator_operation(head: RequestHead, operation: bytes) -> None:
+    """A route decorator's operation, propagated so the upstream's span has the same name."""
+    head.set(X_ENVOY_DECORATOR_OPERATION, operation)
+
+
+def upstream_service_time_line(milliseconds: float) -> bytes:
+    return b"x-envoy-upstream-service-time: %d\r\n" % int(milliseconds)
+
+
+def serialize_fields(fields: Fields, out: list[bytes]) -> None:
+    """Append ``name: value CRLF`` for each header to an output list joined once later."""
+    for name, value in fields:
+        out += (name, b": ", value, b"\r\n")
+
+
+def _status_lines() -> dict[int, bytes]:
+    return {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+_STATUS_LINES = _status_lines()
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <code> <standard reason>``: Envoy sends the standard reason phrase, never
+    the upstream's."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    return line
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

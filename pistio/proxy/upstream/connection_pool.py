@@ -1,0 +1,158 @@
+"""HTTP/1.1 connection pools per upstream host, per worker (Envoy's HTTP/1 conn pool).
+
+A pool keeps idle keep-alive connections to one (address, port) and hands the most recently
+used one to the next request (warm in the kernel and in the peer), opening a new connection
+when none is idle. Envoy's cluster settings that shape it: ``connect_timeout`` (Envoy's default
+5 s), ``common_http_protocol_options.idle_timeout`` (default one hour; idle connections older
+than this are closed) and ``max_requests_per_connection`` (0: unlimited). Circuit breaking
+(max connections, pending requests) belongs to the cluster's circuit breakers, not here.
+
+Each worker process owns its pools: nothing is shared or locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pistio.proxy.http.http1_upstream import Http1ClientConnection
+from pistio.proxy.http.stream_events import UpstreamFailure
+from pistio.proxy.http.timeouts import DeadlineSweeper
+
+if TYPE_CHECKING:
+    from pistio.proxy.http.http1_downstream import Http1Stream
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHttpOptions:
+    connect_timeout: float = 5.0
+    idle_timeout: float = 3600.0
+    max_requests_per_connection: int = 0
+
+
+class Http1ConnectionPool:
+    """Idle keep-alive connections to one upstream address; new ones on demand."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        options: UpstreamHttpOptions,
+    ) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.options = options
+        # Most recently released last: pop() takes the warmest, [0] is the oldest.
+        self.idle: list[Http1ClientConnection] = []
+        self.connections: set[Http1ClientConnection] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
+        self.deadline = _INF
+        self.connects = 0
+        self.connect_failures = 0
+
+    def acquire(self, stream: Http1Stream) -> None:
+        """Attach ``stream`` to an idle connection now, or to a new one once connected."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.attach(stream)
+                return
+        task = self.loop.create_task(self._open(stream))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _open(self, stream: Http1Stream) -> None:
+        conn = Http1ClientConnection(self)
+        self.connects += 1
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, self.host, self.port),
+                self.options.connect_timeout,
+            )
+        except TimeoutError:
+            self.connect_failures += 1
+            self._connect_failed(stream, UpstreamFailure.CONNECTION_TIMEOUT)
+            return
+        except OSError:
+            self.connect_failures += 1
+            self._connect_failed(stream, UpstreamFailure.CONNECTION_FAILURE)
+            return
+        self.connections.add(conn)
+        if stream.cancelled or stream.response_done:
+            self.release(conn)
+            return
+        conn.attach(stream)
+        conn.flush()
+
+    @staticmethod
+    def _connect_failed(stream: Http1Stream, failure: UpstreamFailure) -> None:
+        stream.on_upstream_failure(failure)
+        stream.conn.flush()
+
+    def release(self, conn: Http1ClientConnection) -> None:
+        """A connection finished a response and may carry another request."""
+        now = self.loop.time()
+        conn.idle_since = now
+        if not self.idle and self.options.idle_timeout > 0:
+            self.deadline = now + self.options.idle_timeout
+        self.idle.append(conn)
+
+    def discard(self, conn: Http1ClientConnection) -> None:
+        self.connections.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def on_deadline(self, now: float) -> None:
+        """Close connections idle for longer than ``idle_timeout``."""
+        timeout = self.options.idle_timeout
+        idle = self.idle
+        while idle and idle[0].idle_since + timeout <= now:
+            conn = idle.pop(0)
+            self.connections.discard(conn)
+            conn.close()
+        self.deadline = idle[0].idle_since + timeout if idle else _INF
+
+    def close(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
+        for conn in list(self.connections):
+            conn.close()
+        self.idle.clear()
+        self.connections.clear()
+
+
+class UpstreamPools:
+    """This worker's pools, one per upstream (address, port)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        options: UpstreamHttpOptions,
+        sweeper: DeadlineSweeper | None = None,
+    ) -> None:
+        self.loop = loop
+        self.options = options
+        self._sweeper = sweeper
+        self._pools: dict[tuple[str, int], Http1ConnectionPool] = {}
+
+    def get(self, address: tuple[str, int]) -> Http1ConnectionPool:
+        pool = self._pools.get(address)
+        if pool is None:
+            pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options)
+            self._pools[address] = pool
+            if self._sweeper is not None:
+                self._sweeper.watch(pool)
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            if self._sweeper is not None:
+                self._sweeper.unwatch(pool)
+            pool.close()
+        self._pools.clear()
