@@ -21,13 +21,13 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _beta_selector,
-    _connection_pool,
-    _duration,
-    _export_to,
-    _labels,
-    _oneof,
-    _subset_name,
+    check_beta_selector,
+    check_connection_pool,
+    check_duration,
+    check_export_to,
+    check_labels,
+    check_oneof,
+    check_subset_name,
 )
 from pistio.config.validation.registry import validates
 
@@ -65,7 +65,7 @@ def _client_tls(t: n.ClientTLSSettings | None, p: str, errs: FieldErrors) -> Non
 def _outlier(o: n.OutlierDetection | None, p: str, errs: FieldErrors) -> None:
     if o is None:
         return
-    _duration(o.base_ejection_time, f"{p}.baseEjectionTime", errs)
+    check_duration(o.base_ejection_time, f"{p}.baseEjectionTime", errs)
     if o.consecutive_errors:
         errs.warn(
             f"{p}.consecutiveErrors",
@@ -76,7 +76,7 @@ def _outlier(o: n.OutlierDetection | None, p: str, errs: FieldErrors) -> None:
             f"{p}.consecutiveLocalOriginFailures",
             "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
         )
-    _duration(o.interval, f"{p}.interval", errs)
+    check_duration(o.interval, f"{p}.interval", errs)
     if err := validate_percent(o.max_ejection_percent):
         errs.error(f"{p}.maxEjectionPercent", err)
     if err := validate_percent(o.min_health_percent):
@@ -204,10 +204,10 @@ def _load_balancer(
 ) -> None:
     if lb is None:
         return
-    _oneof(lb, p, errs, "simple", "consistent_hash")
+    check_oneof(lb, p, errs, "simple", "consistent_hash")
     if (ch := lb.consistent_hash) is not None:
         cp = f"{p}.consistentHash"
-        _oneof(
+        check_oneof(
             ch,
             cp,
             errs,
@@ -216,7 +216,7 @@ def _load_balancer(
             "use_source_ip",
             "http_query_parameter_name",
         )
-        _oneof(ch, cp, errs, "ring_hash", "maglev")
+        check_oneof(ch, cp, errs, "ring_hash", "maglev")
         if ch.http_cookie is not None and not ch.http_cookie.name:
             errs.error(f"{cp}.httpCookie.name", "name required for HttpCookie")
         if ch.minimum_ring_size:
@@ -239,12 +239,12 @@ def _load_balancer(
                 errs.error(mp, "tableSize must be a prime number for maglev")
     _locality_lb(lb.locality_lb_setting, outlier, f"{p}.localityLbSetting", errs)
     _zone_aware_lb(lb.zone_aware_lb_setting, f"{p}.zoneAwareLbSetting", errs)
-    _duration(lb.warmup_duration_secs, f"{p}.warmupDurationSecs", errs)
+    check_duration(lb.warmup_duration_secs, f"{p}.warmupDurationSecs", errs)
     if (w := lb.warmup) is not None:
         wp = f"{p}.warmup"
         if w.duration is None:
             errs.error(f"{wp}.duration", "required field is missing")
-        _duration(w.duration, f"{wp}.duration", errs)
+        check_duration(w.duration, f"{wp}.duration", errs)
         if w.minimum_percent is not None and not 0 <= w.minimum_percent <= 100:
             errs.error(f"{wp}.minimumPercent", "minimumPercent must be in range [0.0, 100.0]")
         if w.aggression is not None and w.aggression < 1:
@@ -254,7 +254,7 @@ def _load_balancer(
 def _policy_settings(tp: n.TrafficPolicy | n.PortTrafficPolicy, p: str, errs: FieldErrors) -> None:
     """The settings a traffic policy and its port-level policies have in common."""
     _outlier(tp.outlier_detection, f"{p}.outlierDetection", errs)
-    _connection_pool(tp.connection_pool, f"{p}.connectionPool", errs)
+    check_connection_pool(tp.connection_pool, f"{p}.connectionPool", errs)
     _load_balancer(tp.load_balancer, tp.outlier_detection, f"{p}.loadBalancer", errs)
     _client_tls(tp.tls, f"{p}.tls", errs)
 
@@ -332,11 +332,11 @@ def validate_destination_rule(res: Resource, errs: FieldErrors) -> None:
         if s.name in names:
             errs.error(f"{sp}.name", f"duplicate subset names: {s.name}")
         names.add(s.name)
-        if err := _subset_name(s.name):
+        if err := check_subset_name(s.name):
             errs.error(f"{sp}.name", err)
-        _labels(s.labels, f"{sp}.labels", errs)
+        check_labels(s.labels, f"{sp}.labels", errs)
         _traffic_policy(s.traffic_policy, f"{sp}.trafficPolicy", errs)
-    _export_to(
+    check_export_to(
         res, dr.export_to, errs, is_destination_rule_with_selector=dr.workload_selector is not None
     )
-    _beta_selector(dr.workload_selector, "spec.workloadSelector", errs)
+    check_beta_selector(dr.workload_selector, "spec.workloadSelector", errs)

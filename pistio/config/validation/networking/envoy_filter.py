@@ -8,8 +8,8 @@ from pistio.config.resource import Resource
 from pistio.config.validation.common import re2_error, validate_target_ref
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _alpha_selector,
-    _oneof,
+    check_alpha_selector,
+    check_oneof,
 )
 from pistio.config.validation.registry import validates
 
@@ -65,7 +65,7 @@ def _envoy_patch(cp: n.EnvoyConfigObjectPatch, p: str, errs: FieldErrors) -> Non
     if m is None:
         return
     mp = f"{p}.match"
-    _oneof(m, mp, errs, "listener", "route_configuration", "cluster", "waypoint")
+    check_oneof(m, mp, errs, "listener", "route_configuration", "cluster", "waypoint")
     if (m.waypoint is not None) != (m.context == "WAYPOINT") and (
         m.waypoint is not None or m.listener or m.route_configuration or m.cluster
     ):
@@ -150,7 +150,7 @@ def validate_envoy_filter(res: Resource, errs: FieldErrors) -> None:
         "EnvoyFilter exposes internal implementation details that may change at any time. "
         "Prefer other APIs if possible, and exercise extreme caution, especially around upgrades.",
     )
-    _alpha_selector(ef.workload_selector, "spec.workloadSelector", errs, "Envoy filter")
+    check_alpha_selector(ef.workload_selector, "spec.workloadSelector", errs, "Envoy filter")
     if ef.workload_selector is not None and ef.target_refs:
         errs.error("spec", "only one of targetRefs or workloadSelector can be set")
     for i, ref in enumerate(ef.target_refs):

@@ -17,8 +17,8 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _server_tls,
-    _unix_address,
+    check_server_tls,
+    check_unix_address,
 )
 from pistio.config.validation.registry import validates
 
@@ -72,7 +72,7 @@ def _server(s: n.Server, p: str, errs: FieldErrors) -> None:
             errs.error(f"{pp}.name", f"port name must be set: {_port_text(s.port)}")
 
     if unix_bind:
-        _unix_address(s.bind, f"{p}.bind", errs)
+        check_unix_address(s.bind, f"{p}.bind", errs)
         if s.port is not None and s.port.number != 0:
             errs.error(
                 f"{p}.bind", f"port number must be 0 for unix domain socket: {_port_text(s.port)}"
@@ -81,7 +81,7 @@ def _server(s: n.Server, p: str, errs: FieldErrors) -> None:
         errs.error(f"{p}.bind", err)
 
     if s.tls is not None:
-        _server_tls(s.tls, f"{p}.tls", errs)
+        check_server_tls(s.tls, f"{p}.tls", errs)
 
     if port_ok and s.port is not None:
         proto = s.port.protocol

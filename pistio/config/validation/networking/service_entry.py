@@ -19,12 +19,12 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _alpha_selector,
-    _export_to,
-    _labels,
-    _port,
+    check_alpha_selector,
+    check_export_to,
+    check_labels,
+    check_port,
 )
-from pistio.config.validation.networking.workload import _endpoint_ports, _workload_entry
+from pistio.config.validation.networking.workload import check_endpoint_ports, check_workload_entry
 from pistio.config.validation.registry import validates
 
 AUTOALLOCATE_LABEL = "networking.istio.io/enable-autoallocate-ip"
@@ -38,7 +38,7 @@ def _auto_allocates(res: Resource) -> bool:
 @validates(GROUP, "ServiceEntry")
 def validate_service_entry(res: Resource, errs: FieldErrors) -> None:
     se: n.ServiceEntry = res.spec
-    _alpha_selector(se.workload_selector, "spec.workloadSelector", errs, "service entry")
+    check_alpha_selector(se.workload_selector, "spec.workloadSelector", errs, "service entry")
     if se.workload_selector is not None and se.endpoints:
         errs.error("spec", "only one of WorkloadSelector or Endpoints is allowed in Service Entry")
 
@@ -76,7 +76,7 @@ def validate_service_entry(res: Resource, errs: FieldErrors) -> None:
             errs.error(f"{p}.number", f"service entry port {port.number} already defined")
         port_numbers.add(port.number)
         if port.target_port:
-            _port(port.target_port, f"{p}.targetPort", errs)
+            check_port(port.target_port, f"{p}.targetPort", errs)
             if se.resolution == "NONE":
                 errs.warn(
                     f"{p}.targetPort", "targetPort has no effect when resolution mode is NONE"
@@ -91,7 +91,7 @@ def validate_service_entry(res: Resource, errs: FieldErrors) -> None:
             errs.error(f"{p}.name", err)
         if err := validate_protocol(port.protocol):
             errs.error(f"{p}.protocol", err)
-        _port(port.number, f"{p}.number", errs)
+        check_port(port.number, f"{p}.number", errs)
 
     _resolution_rules(se, errs, port_names)
 
@@ -105,7 +105,7 @@ def validate_service_entry(res: Resource, errs: FieldErrors) -> None:
                 )
                 break
 
-    _export_to(res, se.export_to, errs, is_service_entry=True)
+    check_export_to(res, se.export_to, errs, is_service_entry=True)
 
 
 def _resolution_rules(se: n.ServiceEntry, errs: FieldErrors, port_names: set[str]) -> None:
@@ -127,7 +127,7 @@ def _resolution_rules(se: n.ServiceEntry, errs: FieldErrors, port_names: set[str
         return
     if se.resolution == "STATIC":
         for i, ep in enumerate(se.endpoints):
-            _workload_entry(ep, f"spec.endpoints[{i}]", errs, port_names, allow_fqdn=False)
+            check_workload_entry(ep, f"spec.endpoints[{i}]", errs, port_names, allow_fqdn=False)
         return
     # DNS and DNS_ROUND_ROBIN
     if not se.endpoints:
@@ -149,8 +149,8 @@ def _resolution_rules(se: n.ServiceEntry, errs: FieldErrors, port_names: set[str
                 f"{p}.address",
                 f'endpoint address "{ep.address}" is not a valid FQDN or an IP address',
             )
-        _labels(ep.labels, f"{p}.labels", errs)
-        _endpoint_ports(ep, p, errs, port_names)
+        check_labels(ep.labels, f"{p}.labels", errs)
+        check_endpoint_ports(ep, p, errs, port_names)
     if se.workload_selector is not None:
         errs.warn(
             "spec.workloadSelector",

@@ -55,12 +55,12 @@ CIPHER_SUITES = frozenset(
 )
 
 
-def _go_list(items: Iterable[str]) -> str:
+def go_list(items: Iterable[str]) -> str:
     """A string slice as Go's %v prints it."""
     return "[" + " ".join(items) + "]"
 
 
-def _oneof(obj: IstioModel, path: str, errs: FieldErrors, *fields: str) -> None:
+def check_oneof(obj: IstioModel, path: str, errs: FieldErrors, *fields: str) -> None:
     """A proto oneof: at most one member may be set."""
     set_ = [f for f in fields if getattr(obj, f) is not None]
     if len(set_) > 1:
@@ -68,34 +68,34 @@ def _oneof(obj: IstioModel, path: str, errs: FieldErrors, *fields: str) -> None:
         errs.error(path, f"only one of {names} can be set")
 
 
-def _duration(d: Duration | None, path: str, errs: FieldErrors) -> None:
+def check_duration(d: Duration | None, path: str, errs: FieldErrors) -> None:
     if d is not None and (err := validate_duration(d)):
         errs.error(path, err)
 
 
-def _port(number: int, path: str, errs: FieldErrors) -> None:
+def check_port(number: int, path: str, errs: FieldErrors) -> None:
     if err := validate_port(number):
         errs.error(path, err)
 
 
-def _unix_address(address: str, path: str, errs: FieldErrors) -> None:
+def check_unix_address(address: str, path: str, errs: FieldErrors) -> None:
     """A ``unix://`` address: the socket path after the prefix must be valid."""
     if err := validate_unix_address(address[len(UNIX_ADDRESS_PREFIX) :]):
         errs.error(path, err)
 
 
-def _labels(labels: dict[str, str], path: str, errs: FieldErrors) -> None:
+def check_labels(labels: dict[str, str], path: str, errs: FieldErrors) -> None:
     for key, value in labels.items():
         for err in validate_labels({key: value}):
             errs.error(f"{path}.{key}", err)
 
 
-def _export_to(res: Resource, export_to: list[str], errs: FieldErrors, **kw: bool) -> None:
+def check_export_to(res: Resource, export_to: list[str], errs: FieldErrors, **kw: bool) -> None:
     for index, err in validate_export_to(res.namespace or "", export_to, **kw):
         errs.error("spec.exportTo" if index is None else f"spec.exportTo[{index}]", err)
 
 
-def _alpha_selector(
+def check_alpha_selector(
     sel: n.WorkloadSelector | None, path: str, errs: FieldErrors, warn_prefix: str
 ) -> None:
     """Istio's ValidateAlphaWorkloadSelector (Sidecar, ServiceEntry, EnvoyFilter)."""
@@ -110,7 +110,9 @@ def _alpha_selector(
         )
 
 
-def _beta_selector(sel: type_v1beta1.WorkloadSelector | None, path: str, errs: FieldErrors) -> None:
+def check_beta_selector(
+    sel: type_v1beta1.WorkloadSelector | None, path: str, errs: FieldErrors
+) -> None:
     """Istio's validateWorkloadSelector for istio.type.v1beta1.WorkloadSelector."""
     if sel is None:
         return
@@ -120,7 +122,7 @@ def _beta_selector(sel: type_v1beta1.WorkloadSelector | None, path: str, errs: F
         errs.warn(path, WORKLOAD_SELECTOR_NO_LABELS)
 
 
-def _subset_name(name: str) -> str | None:
+def check_subset_name(name: str) -> str | None:
     if not name:
         return "subset name cannot be empty"
     if not is_dns1123_label(name):
@@ -128,7 +130,7 @@ def _subset_name(name: str) -> str | None:
     return None
 
 
-def _destination(d: n.Destination | None, path: str, errs: FieldErrors) -> None:
+def check_destination(d: n.Destination | None, path: str, errs: FieldErrors) -> None:
     """Istio's validateDestination."""
     if d is None:
         return
@@ -136,13 +138,13 @@ def _destination(d: n.Destination | None, path: str, errs: FieldErrors) -> None:
         errs.error(f"{path}.host", f"invalid destination host {d.host}")
     elif err := validate_wildcard_domain(d.host):
         errs.error(f"{path}.host", err)
-    if d.subset and (err := _subset_name(d.subset)):
+    if d.subset and (err := check_subset_name(d.subset)):
         errs.error(f"{path}.subset", err)
     if d.port is not None:
-        _port(d.port.number, f"{path}.port.number", errs)
+        check_port(d.port.number, f"{path}.port.number", errs)
 
 
-def _connection_pool(c: n.ConnectionPoolSettings | None, p: str, errs: FieldErrors) -> None:
+def check_connection_pool(c: n.ConnectionPoolSettings | None, p: str, errs: FieldErrors) -> None:
     if c is None:
         return
     if c.http is None and c.tcp is None:
@@ -163,10 +165,10 @@ def _connection_pool(c: n.ConnectionPoolSettings | None, p: str, errs: FieldErro
         ):
             if value < 0:
                 errs.error(f"{hp}.{field}", f"{what} must be non-negative")
-        _duration(h.idle_timeout, f"{hp}.idleTimeout", errs)
+        check_duration(h.idle_timeout, f"{hp}.idleTimeout", errs)
         if (ka2 := h.http2_keep_alive) is not None:
-            _duration(ka2.interval, f"{hp}.http2KeepAlive.interval", errs)
-            _duration(ka2.timeout, f"{hp}.http2KeepAlive.timeout", errs)
+            check_duration(ka2.interval, f"{hp}.http2KeepAlive.interval", errs)
+            check_duration(ka2.timeout, f"{hp}.http2KeepAlive.timeout", errs)
         if h.h2_upgrade_policy == "UPGRADE" and h.use_client_protocol:
             errs.error(
                 f"{hp}.useClientProtocol",
@@ -176,15 +178,15 @@ def _connection_pool(c: n.ConnectionPoolSettings | None, p: str, errs: FieldErro
         tp = f"{p}.tcp"
         if t.max_connections < 0:
             errs.error(f"{tp}.maxConnections", "max connections must be non-negative")
-        _duration(t.connect_timeout, f"{tp}.connectTimeout", errs)
-        _duration(t.max_connection_duration, f"{tp}.maxConnectionDuration", errs)
-        _duration(t.idle_timeout, f"{tp}.idleTimeout", errs)
+        check_duration(t.connect_timeout, f"{tp}.connectTimeout", errs)
+        check_duration(t.max_connection_duration, f"{tp}.maxConnectionDuration", errs)
+        check_duration(t.idle_timeout, f"{tp}.idleTimeout", errs)
         if (ka := t.tcp_keepalive) is not None:
-            _duration(ka.time, f"{tp}.tcpKeepalive.time", errs)
-            _duration(ka.interval, f"{tp}.tcpKeepalive.interval", errs)
+            check_duration(ka.time, f"{tp}.tcpKeepalive.time", errs)
+            check_duration(ka.interval, f"{tp}.tcpKeepalive.interval", errs)
 
 
-def _server_tls(t: n.ServerTLSSettings, p: str, errs: FieldErrors) -> None:
+def check_server_tls(t: n.ServerTLSSettings, p: str, errs: FieldErrors) -> None:
     """Istio's validateTLSOptions for gateway servers and sidecar ingress listeners."""
     if t.min_protocol_version in ("TLSV1_0", "TLSV1_1") and not t.cipher_suites:
         errs.warn(
@@ -198,10 +200,10 @@ def _server_tls(t: n.ServerTLSSettings, p: str, errs: FieldErrors) -> None:
         if c in CIPHER_SUITES:
             (duplicate if c in seen else seen).add(c)
     if invalid:
-        errs.warn(f"{p}.cipherSuites", f"ignoring invalid cipher suites: {_go_list(invalid)}")
+        errs.warn(f"{p}.cipherSuites", f"ignoring invalid cipher suites: {go_list(invalid)}")
     if duplicate:
         errs.warn(
-            f"{p}.cipherSuites", f"ignoring duplicate cipher suites: {_go_list(sorted(duplicate))}"
+            f"{p}.cipherSuites", f"ignoring duplicate cipher suites: {go_list(sorted(duplicate))}"
         )
 
     named = [

@@ -16,12 +16,12 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _alpha_selector,
-    _connection_pool,
-    _destination,
-    _port,
-    _server_tls,
-    _unix_address,
+    check_alpha_selector,
+    check_connection_pool,
+    check_destination,
+    check_port,
+    check_server_tls,
+    check_unix_address,
 )
 from pistio.config.validation.registry import validates
 
@@ -48,7 +48,7 @@ def _split_host_port(text: str) -> tuple[str, str] | str:
 
 def _default_endpoint(ep: str, p: str, errs: FieldErrors) -> None:
     if ep.startswith(UNIX_ADDRESS_PREFIX):
-        _unix_address(ep, p, errs)
+        check_unix_address(ep, p, errs)
         return
     split = _split_host_port(ep)
     host, port = ("", "") if isinstance(split, str) else split
@@ -66,7 +66,7 @@ def _default_endpoint(ep: str, p: str, errs: FieldErrors) -> None:
             f'sidecar: defaultEndpoint port ({port}) is not a number: strconv.Atoi: parsing "{port}": invalid syntax',
         )
     else:
-        _port(int(port), p, errs)
+        check_port(int(port), p, errs)
 
 
 def _sidecar_port(
@@ -86,14 +86,14 @@ def _sidecar_port(
                 "sidecar: ports with 0 value must have a unix domain socket bind address",
             )
         else:
-            _unix_address(bind, f"{p}.bind", errs)
+            check_unix_address(bind, f"{p}.bind", errs)
         if capture_mode not in ("DEFAULT", "NONE"):
             errs.error(
                 f"{p}.captureMode",
                 "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners",
             )
         return
-    _port(port.number, f"{p}.port.number", errs)
+    check_port(port.number, f"{p}.port.number", errs)
     if bind and (err := validate_ip_address(bind)):
         errs.error(f"{p}.bind", err)
 
@@ -129,8 +129,8 @@ def _ingress(ingress: list[n.IstioIngressListener], errs: FieldErrors) -> None:
                     f"{tp}.mode",
                     f"configuration is invalid: cannot set mode to {t.mode} in sidecar ingress tls",
                 )
-            _server_tls(t, tp, errs)
-        _connection_pool(li.connection_pool, f"{p}.connectionPool", errs)
+            check_server_tls(t, tp, errs)
+        check_connection_pool(li.connection_pool, f"{p}.connectionPool", errs)
         if (
             li.connection_pool is not None
             and li.connection_pool.http is not None
@@ -203,7 +203,7 @@ def _egress_hosts(res: Resource, hosts: list[str], p: str, errs: FieldErrors) ->
 @validates(GROUP, "Sidecar")
 def validate_sidecar(res: Resource, errs: FieldErrors) -> None:
     sc: n.Sidecar = res.spec
-    _alpha_selector(sc.workload_selector, "spec.workloadSelector", errs, "sidecar")
+    check_alpha_selector(sc.workload_selector, "spec.workloadSelector", errs, "sidecar")
     if (
         not sc.egress
         and not sc.ingress
@@ -213,7 +213,7 @@ def validate_sidecar(res: Resource, errs: FieldErrors) -> None:
         errs.error("spec", "sidecar: empty configuration provided")
         return
     _ingress(sc.ingress, errs)
-    _connection_pool(sc.inbound_connection_pool, "spec.inboundConnectionPool", errs)
+    check_connection_pool(sc.inbound_connection_pool, "spec.inboundConnectionPool", errs)
     _egress(res, sc.egress, errs)
     if (otp := sc.outbound_traffic_policy) is not None and (proxy := otp.egress_proxy) is not None:
         p = "spec.outboundTrafficPolicy.egressProxy"
@@ -228,4 +228,4 @@ def validate_sidecar(res: Resource, errs: FieldErrors) -> None:
         if proxy.port is None:
             errs.error(f"{p}.port", "sidecar: egress_proxy port must be non-nil")
             return
-        _destination(proxy, p, errs)
+        check_destination(proxy, p, errs)

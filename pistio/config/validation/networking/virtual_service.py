@@ -28,13 +28,13 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _destination,
-    _duration,
-    _export_to,
-    _go_list,
-    _labels,
-    _oneof,
-    _port,
+    check_destination,
+    check_duration,
+    check_export_to,
+    check_labels,
+    check_oneof,
+    check_port,
+    go_list,
 )
 from pistio.config.validation.registry import validates
 
@@ -136,7 +136,7 @@ def _string_match(
     """Istio's validateStringMatch (and validateStringMatchRegexp for URIs)."""
     if sm is None:
         return
-    _oneof(sm, path, errs, "exact", "prefix", "regex")
+    check_oneof(sm, path, errs, "exact", "prefix", "regex")
     if sm.prefix is not None and sm.prefix == "" and not allow_empty_prefix:
         errs.error(f"{path}.prefix", f'"{where}": prefix string match should not be empty')
     if sm.regex is not None:
@@ -178,8 +178,8 @@ def _match_request(m: n.HTTPMatchRequest, path: str, errs: FieldErrors) -> None:
     for name, qp in m.query_params.items():
         _string_match(qp, "queryParams", f"{path}.queryParams.{name}", errs)
     if m.port:
-        _port(m.port, f"{path}.port", errs)
-    _labels(m.source_labels, f"{path}.sourceLabels", errs)
+        check_port(m.port, f"{path}.port", errs)
+    check_labels(m.source_labels, f"{path}.sourceLabels", errs)
     _gateway_names(m.gateways, f"{path}.gateways", errs)
     if m.source_namespace and not is_dns1123_label(m.source_namespace):
         errs.error(
@@ -295,7 +295,7 @@ def _cors(c: n.CorsPolicy | None, p: str, errs: FieldErrors) -> None:
         return
     for i, origin in enumerate(c.allow_origins):
         op = f"{p}.allowOrigins[{i}]"
-        _oneof(origin, op, errs, "exact", "prefix", "regex")
+        check_oneof(origin, op, errs, "exact", "prefix", "regex")
         value = origin.exact or origin.prefix or origin.regex or ""
         if value == "":
             errs.error(op, "'' is not a valid match type for CORS allow origins")
@@ -311,7 +311,7 @@ def _cors(c: n.CorsPolicy | None, p: str, errs: FieldErrors) -> None:
             if name != "*" and (err := validate_http_header_name(name)):
                 errs.error(f"{p}.{field}[{i}]", err)
     if c.max_age is not None:
-        _duration(c.max_age, f"{p}.maxAge", errs)
+        check_duration(c.max_age, f"{p}.maxAge", errs)
         if c.max_age.seconds != math.floor(c.max_age.seconds):
             errs.error(f"{p}.maxAge", "max_age duration is accurate only to seconds precision")
 
@@ -323,7 +323,7 @@ def _fault(f: n.HTTPFaultInjection | None, p: str, errs: FieldErrors) -> None:
         errs.error(p, "HTTP fault injection must have an abort and/or a delay")
     if (a := f.abort) is not None:
         ap = f"{p}.abort"
-        _oneof(a, ap, errs, "http_status", "grpc_status", "http2_error")
+        check_oneof(a, ap, errs, "http_status", "grpc_status", "http2_error")
         if a.percentage is not None and (err := validate_percentage(a.percentage.value)):
             errs.error(f"{ap}.percentage.value", err)
         if a.http_status is not None:
@@ -343,21 +343,21 @@ def _fault(f: n.HTTPFaultInjection | None, p: str, errs: FieldErrors) -> None:
             errs.warn(ap, "abort configured, but error type not set")
     if (d := f.delay) is not None:
         dp = f"{p}.delay"
-        _oneof(d, dp, errs, "fixed_delay", "exponential_delay")
+        check_oneof(d, dp, errs, "fixed_delay", "exponential_delay")
         if d.percentage is not None and (err := validate_percentage(d.percentage.value)):
             errs.error(f"{dp}.percentage.value", err)
         if err := validate_percent(d.percent):
             errs.error(f"{dp}.percent", err)
-        _duration(d.fixed_delay, f"{dp}.fixedDelay", errs)
+        check_duration(d.fixed_delay, f"{dp}.fixedDelay", errs)
         if d.exponential_delay is not None:
-            _duration(d.exponential_delay, f"{dp}.exponentialDelay", errs)
+            check_duration(d.exponential_delay, f"{dp}.exponentialDelay", errs)
             errs.error(f"{dp}.exponentialDelay", "exponentialDelay not supported yet")
 
 
 def _redirect(r: n.HTTPRedirect | None, p: str, errs: FieldErrors) -> None:
     if r is None:
         return
-    _oneof(r, p, errs, "port", "derive_port")
+    check_oneof(r, p, errs, "port", "derive_port")
     # Istio 1.31's prefixRewrite also makes a redirect meaningful.
     target = (r.uri, r.authority, r.scheme, r.prefix_rewrite)
     if not any(target) and r.port is None and r.derive_port is None:
@@ -369,14 +369,14 @@ def _redirect(r: n.HTTPRedirect | None, p: str, errs: FieldErrors) -> None:
     if r.scheme and r.scheme not in ("http", "https"):
         errs.error(f"{p}.scheme", 'invalid redirect scheme, must be "http" or "https"')
     if r.port:
-        _port(r.port, f"{p}.port", errs)
+        check_port(r.port, f"{p}.port", errs)
 
 
 def _direct_response(d: n.HTTPDirectResponse | None, p: str, errs: FieldErrors) -> None:
     if d is None:
         return
     if (body := d.body) is not None:
-        _oneof(body, f"{p}.body", errs, "string", "bytes")
+        check_oneof(body, f"{p}.body", errs, "string", "bytes")
         size = 0
         if body.string is not None:
             size = len(body.string.encode())
@@ -405,8 +405,8 @@ def _retries(r: n.HTTPRetry | None, p: str, errs: FieldErrors) -> None:
         r.per_try_timeout is not None or r.retry_on or r.retry_remote_localities is not None
     ):
         errs.error(p, "http retry policy configured when attempts are set to 0 (disabled)")
-    _duration(r.per_try_timeout, f"{p}.perTryTimeout", errs)
-    _duration(r.backoff, f"{p}.backoff", errs)
+    check_duration(r.per_try_timeout, f"{p}.perTryTimeout", errs)
+    check_duration(r.backoff, f"{p}.backoff", errs)
     if r.retry_on:
         for policy in r.retry_on.split(","):
             if policy in RETRY_ON_POLICIES or _is_http_status_code(policy):
@@ -457,7 +457,7 @@ def _mirrors(mirrors: list[n.HTTPMirrorPolicy], p: str, errs: FieldErrors) -> No
         if m.destination is None:
             errs.error(f"{mp}.destination", "destination is required for mirrors")
             continue
-        _destination(m.destination, f"{mp}.destination", errs)
+        check_destination(m.destination, f"{mp}.destination", errs)
         if m.percentage is not None:
             _mirror_percentage(
                 m.percentage.value, "mirror percentage", f"{mp}.percentage.value", errs
@@ -473,7 +473,7 @@ def _weighted(dests: list[Any], p: str, errs: FieldErrors, http: bool) -> None:
             errs.error(f"{dp}.destination", "destination is required")
         if http:
             _headers(d.headers, f"{dp}.headers", errs)
-        _destination(d.destination, f"{dp}.destination", errs)
+        check_destination(d.destination, f"{dp}.destination", errs)
         if d.weight < 0:
             errs.error(f"{dp}.weight", f"weight {d.weight} < 0")
         total += d.weight
@@ -502,7 +502,7 @@ def _http_route(r: n.HTTPRoute, p: str, delegate_vs: bool, errs: FieldErrors) ->
         _mirror_percentage(
             r.mirror_percentage.value, "mirror_percentage", f"{p}.mirrorPercentage.value", errs
         )
-    _destination(r.mirror, f"{p}.mirror", errs)
+    check_destination(r.mirror, f"{p}.mirror", errs)
     _mirrors(r.mirrors, f"{p}.mirrors", errs)
     _redirect(r.redirect, f"{p}.redirect", errs)
     _direct_response(r.direct_response, f"{p}.directResponse", errs)
@@ -510,7 +510,7 @@ def _http_route(r: n.HTTPRoute, p: str, delegate_vs: bool, errs: FieldErrors) ->
     _rewrite(r.rewrite, f"{p}.rewrite", errs)
     _authority_rewrite(r, p, errs)
     _weighted(r.route, f"{p}.route", errs, http=True)
-    _duration(r.timeout, f"{p}.timeout", errs)
+    check_duration(r.timeout, f"{p}.timeout", errs)
 
 
 def _sni_host(
@@ -539,8 +539,8 @@ def _l4_match_common(m: Any, p: str, errs: FieldErrors) -> None:
         if err := validate_ip_or_cidr(subnet):
             errs.error(f"{p}.destinationSubnets[{k}]", err)
     if m.port:
-        _port(m.port, f"{p}.port", errs)
-    _labels(m.source_labels, f"{p}.sourceLabels", errs)
+        check_port(m.port, f"{p}.port", errs)
+    check_labels(m.source_labels, f"{p}.sourceLabels", errs)
     _gateway_names(m.gateways, f"{p}.gateways", errs)
 
 
@@ -654,7 +654,7 @@ def validate_virtual_service(res: Resource, errs: FieldErrors) -> None:
                             errs.error(
                                 f"spec.http[{i}].match[{j}].{field}.{key}",
                                 f"JWT claim based routing (key: {key}) is only supported for gateway, "
-                                f"found no gateways: {_go_list(vs.gateways)}",
+                                f"found no gateways: {go_list(vs.gateways)}",
                             )
 
     sni = any(m.sni_hosts for r in vs.tls for m in r.match)
@@ -688,7 +688,7 @@ def validate_virtual_service(res: Resource, errs: FieldErrors) -> None:
         _tls_route(r, f"spec.tls[{i}]", vs, bound_to_gateway, errs)
     for i, r in enumerate(vs.tcp):
         _tcp_route(r, f"spec.tcp[{i}]", errs)
-    _export_to(res, vs.export_to, errs)
+    check_export_to(res, vs.export_to, errs)
 
     _unreachable_rules(vs.http, "spec.http", errs)
     _unreachable_rules(vs.tcp, "spec.tcp", errs)

@@ -18,15 +18,15 @@ from pistio.config.validation.common import (
 )
 from pistio.config.validation.networking.shared import (
     GROUP,
-    _labels,
-    _oneof,
-    _port,
-    _unix_address,
+    check_labels,
+    check_oneof,
+    check_port,
+    check_unix_address,
 )
 from pistio.config.validation.registry import validates
 
 
-def _workload_entry(
+def check_workload_entry(
     we: n.WorkloadEntry, p: str, errs: FieldErrors, service_ports: set[str] | None, allow_fqdn: bool
 ) -> None:
     """Istio's validateWorkloadEntry (a WorkloadEntry, or a STATIC ServiceEntry endpoint)."""
@@ -38,7 +38,7 @@ def _workload_entry(
         errs.warn(f"{p}.address", f'address is unset with network "{we.network}"')
     unix = addr.startswith(UNIX_ADDRESS_PREFIX)
     if unix:
-        _unix_address(addr, f"{p}.address", errs)
+        check_unix_address(addr, f"{p}.address", errs)
         if we.ports:
             errs.error(f"{p}.ports", f"unix endpoint {addr} must not include ports")
     elif addr and not is_ip(addr):
@@ -48,13 +48,13 @@ def _workload_entry(
             errs.error(
                 f"{p}.address", f'endpoint address "{addr}" is not a valid FQDN or an IP address'
             )
-    _endpoint_ports(we, p, errs, service_ports)
-    _labels(we.labels, f"{p}.labels", errs)
+    check_endpoint_ports(we, p, errs, service_ports)
+    check_labels(we.labels, f"{p}.labels", errs)
     if unix and service_ports is not None and len(service_ports) != 1:
         errs.error(p, "exactly 1 service port required for unix endpoints")
 
 
-def _endpoint_ports(
+def check_endpoint_ports(
     we: n.WorkloadEntry, p: str, errs: FieldErrors, service_ports: set[str] | None
 ) -> None:
     for name, port in we.ports.items():
@@ -63,12 +63,12 @@ def _endpoint_ports(
             errs.error(pp, f"endpoint port {port} is not defined by the service entry")
         if err := validate_port_name(name):
             errs.error(pp, err)
-        _port(port, pp, errs)
+        check_port(port, pp, errs)
 
 
 @validates(GROUP, "WorkloadEntry")
 def validate_workload_entry(res: Resource, errs: FieldErrors) -> None:
-    _workload_entry(res.spec, "spec", errs, None, allow_fqdn=True)
+    check_workload_entry(res.spec, "spec", errs, None, allow_fqdn=True)
 
 
 @validates(GROUP, "WorkloadGroup")
@@ -94,20 +94,20 @@ def _probe(pr: n.ReadinessProbe, p: str, errs: FieldErrors) -> None:
     ):
         if value < 0:
             errs.error(f"{p}.{field}", f"{field} must be non-negative")
-    _oneof(pr, p, errs, "http_get", "tcp_socket", "exec", "grpc")
+    check_oneof(pr, p, errs, "http_get", "tcp_socket", "exec", "grpc")
     if (h := pr.http_get) is not None:
-        _port(h.port, f"{p}.httpGet.port", errs)
+        check_port(h.port, f"{p}.httpGet.port", errs)
         if h.scheme and h.scheme not in ("HTTP", "HTTPS"):
             errs.error(f"{p}.httpGet.scheme", 'httpGet.scheme must be one of "HTTPS", "HTTP"')
         for i, header in enumerate(h.http_headers):
             if err := validate_http_header_name(header.name):
                 errs.error(f"{p}.httpGet.httpHeaders[{i}].name", err)
     elif pr.tcp_socket is not None:
-        _port(pr.tcp_socket.port, f"{p}.tcpSocket.port", errs)
+        check_port(pr.tcp_socket.port, f"{p}.tcpSocket.port", errs)
     elif pr.exec is not None:
         if not pr.exec.command:
             errs.error(f"{p}.exec.command", "exec.command is required")
     elif pr.grpc is not None:
-        _port(pr.grpc.port, f"{p}.grpc.port", errs)
+        check_port(pr.grpc.port, f"{p}.grpc.port", errs)
     else:
         errs.error(p, "unknown health check method <nil>")
