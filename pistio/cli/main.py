@@ -9,6 +9,7 @@ import click
 from pistio import __version__
 from pistio.cli.analyze_cmd import analyze
 from pistio.cli.discovery_cmd import discovery
+from pistio.cli.proxy_cmd import proxy
 from pistio.cli.proxy_config_cmd import proxy_config
 from pistio.cli.proxy_status_cmd import proxy_status
 from pistio.cli.validate_cmd import validate
@@ -25,6 +26,7 @@ cli.add_command(analyze)
 cli.add_command(discovery)
 cli.add_command(proxy_status)
 cli.add_command(proxy_config)
+cli.add_command(proxy)
 
 
 def main() -> None:

@@ -1,0 +1,446 @@
+"""Envoy's xDS subscription flow on one ADS stream: receive, compile, warm, ACK or NACK,
+publish.
+
+The flow, as Envoy runs it with ADS (simplified where noted):
+
+1. **CDS** is subscribed first, as a wildcard. After its first response (accepted or not),
+   **LDS** is subscribed, also as a wildcard (Envoy requests listeners once cluster
+   initialization is done).
+2. After each accepted CDS response, **EDS** is subscribed to the ``service_name`` of every
+   EDS cluster; after each accepted LDS response, **RDS** to every route configuration an
+   HTTP connection manager names. Names that are no longer referenced are unsubscribed and
+   their resources dropped.
+3. **Warming.** A new or changed EDS cluster is *warming* until a ClusterLoadAssignment for
+   its service name has been received, or its ``initial_fetch_timeout`` passes (Envoy's
+   default 15 s; 0 — what Istio sends — waits for ever); a timed-out cluster serves with no
+   hosts. A new or changed listener warms until every route configuration it references has
+   arrived (same timeout rule, from the HCM's RDS config source). While a resource warms, its
+   previous version — if any — keeps serving. Simplification: a changed cluster whose
+   service's ClusterLoadAssignment is already held warms at once (Envoy waits for a fresh EDS
+   response; Pilot sends one after every cluster change anyway).
+4. **All or nothing per response.** Every resource of a response is compiled before the
+   answer. If any is rejected (``ConfigError``, an undecodable resource, two listeners bound
+   to the same address), the whole response is NACKed with every problem in
+   ``error_detail`` and nothing of it is applied: all last good resources stay. (Envoy
+   applies the valid listeners or clusters of a partly invalid response and names the invalid
+   ones; pistio keeps responses atomic.)
+5. **Publish.** When the set of active resources changed, an immutable ``ConfigSnapshot``
+   with the next version is published to a ``SnapshotHolder``; the data path and the worker
+   feed observe it.
+
+While the control plane is away nothing changes: the last snapshot serves, and the
+``AdsClient`` reconnects with exponential back-off and resubscribes with the versions it
+holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+
+from pistio.proxy.config.errors import ConfigError
+from pistio.proxy.runtime.resource_compiler import (
+    Compiled,
+    CompiledCluster,
+    CompiledListener,
+    ResourceCompiler,
+)
+from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder, build_snapshot
+from pistio.xds import types as T
+from pistio.xds.client import AdsClient, ResponseUpdate
+
+log = logging.getLogger("pistio.agent.xds")
+
+# The types this flow subscribes to, in Envoy's order.
+MANAGED_TYPES: tuple[str, ...] = (T.CLUSTER, T.ENDPOINT, T.LISTENER, T.ROUTE)
+
+
+@dataclass(slots=True)
+class Accepted:
+    """One accepted resource: the bytes as received (for config dumps and the workers), the
+    compiled result, and the version_info of the response that last changed it."""
+
+    packed: any_pb2.Any
+    compiled: Compiled
+    version: str
+    updated_at: float  # wall clock
+
+
+@dataclass(slots=True)
+class Rejected:
+    """The last rejected version of a resource (Envoy's ``UpdateFailureState``)."""
+
+    packed: any_pb2.Any
+    details: str
+    version: str
+    at: float
+
+
+@dataclass(slots=True)
+class WarmingSlot:
+    """A listener or cluster: the version serving now and the one warming to replace it."""
+
+    active: Accepted | None = None
+    warming: Accepted | None = None
+    timed_out: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def latest(self) -> Accepted:
+        latest = self.warming or self.active
+        assert latest is not None
+        return latest
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+@dataclass(slots=True)
+class TypeStatus:
+    """Per type: counts and the last NACK, for logs and the admin API."""
+
+    version: str = ""
+    acks: int = 0
+    nacks: int = 0
+    last_error: str = ""
+    last_updated: float = 0.0  # wall clock of the last accepted response
+    rejected: dict[str, Rejected] = field(default_factory=dict)
+
+
+class ConfigManager:
+    """Drives one ``AdsClient`` and keeps the accepted config of the proxy."""
+
+    def __init__(
+        self,
+        client: AdsClient,
+        holder: SnapshotHolder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        client.on_update = self.on_update
+        self.holder = holder or SnapshotHolder()
+        self.clock = clock
+        self.compiler = ResourceCompiler()
+        self.clusters: dict[str, WarmingSlot] = {}
+        self.listeners: dict[str, WarmingSlot] = {}
+        self.endpoints: dict[str, Accepted] = {}  # by EDS service name
+        self.routes: dict[str, Accepted] = {}
+        self.status: dict[str, TypeStatus] = {t: TypeStatus() for t in MANAGED_TYPES}
+        self.snapshot_version = 0
+        self._eds_names: frozenset[str] | None = None
+        self._rds_names: frozenset[str] | None = None
+        self._lds_requested = False
+        self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to clusters and open the stream."""
+        self._loop = asyncio.get_running_loop()
+        self.client.subscribe(T.CLUSTER)
+        await self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.stop()
+        for slot in (*self.clusters.values(), *self.listeners.values()):
+            slot.cancel_timer()
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self.holder.current
+
+    @property
+    def initialized(self) -> bool:
+        """Envoy's initialization: clusters and listeners answered once, nothing warming."""
+        return (
+            self.status[T.CLUSTER].acks + self.status[T.CLUSTER].nacks > 0
+            and self.status[T.LISTENER].acks + self.status[T.LISTENER].nacks > 0
+            and not any(s.warming for s in self.clusters.values())
+            and not any(s.warming for s in self.listeners.values())
+        )
+
+    async def wait_for(
+        self, predicate: Callable[[ConfigManager], bool], timeout: float = 5.0
+    ) -> None:
+        """Wait until ``predicate(self)`` holds after some response or timer; TimeoutError."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- one response ------------------------------------------------------------------------
+
+    def on_update(self, update: ResponseUpdate) -> str | None:
+        """The AdsClient's callback: ``None`` to ACK, the NACK's error text otherwise."""
+        type_url = update.type_url
+        try:
+            if type_url not in self.status:
+                return f"resource type {type_url} is not supported by pistio proxy"
+            error = self._apply(update)
+            status = self.status[type_url]
+            if error is None:
+                status.acks += 1
+                status.version = update.version
+                status.last_updated = self.clock()
+                status.last_error = ""
+            else:
+                status.nacks += 1
+                status.last_error = error
+                log.warning("NACK %s version %s: %s", T.short_name(type_url),
+                            update.version or "(none)", error)
+            return error
+        finally:
+            if type_url == T.CLUSTER and not self._lds_requested:
+                # Listeners after the first cluster response, whatever its verdict (Envoy's
+                # cluster initialization ends either way).
+                self._lds_requested = True
+                self._subscribe_soon(T.LISTENER, None)
+            self._notify()
+
+    def _apply(self, update: ResponseUpdate) -> str | None:
+        type_url = update.type_url
+        current = self._current_resources(type_url)
+        if update.delta:
+            incoming = dict(update.resources)
+            removed = [n for n in update.removed if n in current]
+        elif type_url in T.SOTW_COMPLETE_TYPES:
+            incoming = dict(update.resources)
+            removed = [n for n in current if n not in incoming]
+        else:
+            incoming = dict(update.resources)
+            removed = []
+        compiled: dict[str, Compiled] = {}
+        problems: list[str] = []
+        failed: dict[str, list[str]] = {}
+        for name, packed in incoming.items():
+            try:
+                compiled[name] = self.compiler.compile(type_url, name, packed)
+            except ConfigError as err:
+                failed[name] = err.problems
+                problems.extend(err.problems)
+        if not problems and type_url == T.LISTENER:
+            problems = self._address_conflicts(compiled, current, removed)
+        if problems:
+            now = self.clock()
+            status = self.status[type_url]
+            for name, why in failed.items():
+                status.rejected[name] = Rejected(incoming[name], "; ".join(why),
+                                                 update.version, now)
+            return "; ".join(problems)
+
+        now = self.clock()
+        changed = [n for n, p in incoming.items() if n not in current or current[n] != p.value]
+        rejected = self.status[type_url].rejected
+        for name in incoming:
+            rejected.pop(name, None)
+        accepted = {
+            name: Accepted(incoming[name], compiled[name], update.version, now) for name in changed
+        }
+        if type_url == T.CLUSTER:
+            self._update_slots(self.clusters, accepted, removed, T.CLUSTER)
+            self._resubscribe_endpoints()
+        elif type_url == T.LISTENER:
+            self._update_slots(self.listeners, accepted, removed, T.LISTENER)
+            self._resubscribe_routes()
+        elif type_url == T.ENDPOINT:
+            self.endpoints.update(accepted)
+            for name in removed:
+                self.endpoints.pop(name, None)
+        else:
+            self.routes.update(accepted)
+            for name in removed:
+                self.routes.pop(name, None)
+        promoted = self._promote()
+        dirty = bool(changed or removed or promoted)
+        log.info(
+            "ACK %s version %s: %d resource(s), %d changed, %d removed",
+            T.short_name(type_url), update.version or "(none)",
+            len(self._current_resources(type_url)), len(changed), len(removed),
+        )
+        if dirty:
+            self._publish()
+        return None
+
+    def _current_resources(self, type_url: str) -> dict[str, bytes]:
+        """The bytes of the latest accepted version of each resource of a type."""
+        if type_url == T.CLUSTER:
+            return {n: s.latest.packed.value for n, s in self.clusters.items()}
+        if type_url == T.LISTENER:
+            return {n: s.latest.packed.value for n, s in self.listeners.items()}
+        table = self.endpoints if type_url == T.ENDPOINT else self.routes
+        return {n: a.packed.value for n, a in table.items()}
+
+    def _address_conflicts(
+        self, compiled: Mapping[str, Compiled], current: Mapping[str, bytes],
+        removed: Iterable[str],
+    ) -> list[str]:
+        """Envoy refuses two listeners bound to one address and port."""
+        listeners: dict[str, CompiledListener] = {
+            n: s.latest.compiled for n, s in self.listeners.items()  # type: ignore[misc]
+        }
+        for name in removed:
+            listeners.pop(name, None)
+        listeners.update(compiled)  # type: ignore[arg-type]
+        owner: dict[tuple[str, int], str] = {}
+        problems = []
+        for name in sorted(listeners):
+            cfg = listeners[name].config
+            if not cfg.bind_to_port:
+                continue
+            key = (cfg.address, cfg.port)
+            if key in owner:
+                problems.append(f"Listener {name}: address {cfg.address}:{cfg.port} is already "
+                                f"used by listener {owner[key]}")
+            else:
+                owner[key] = name
+        return problems
+
+    # -- warming -----------------------------------------------------------------------------
+
+    def _update_slots(
+        self,
+        slots: dict[str, WarmingSlot],
+        accepted: Mapping[str, Accepted],
+        removed: Iterable[str],
+        type_url: str,
+    ) -> None:
+        for name in removed:
+            slot = slots.pop(name, None)
+            if slot is not None:
+                slot.cancel_timer()
+        for name, entry in accepted.items():
+            slot = slots.setdefault(name, WarmingSlot())
+            slot.cancel_timer()
+            slot.warming = entry
+            slot.timed_out = False
+            timeout = self._fetch_timeout(entry.compiled)
+            if timeout is not None and self._loop is not None and not self._warm(slot):
+                slot.timer = self._loop.call_later(
+                    timeout, self._warming_timeout, type_url, name, entry
+                )
+
+    @staticmethod
+    def _fetch_timeout(compiled: Compiled) -> float | None:
+        if isinstance(compiled, CompiledCluster):
+            return compiled.eds_fetch_timeout if compiled.eds_service_name else None
+        if isinstance(compiled, CompiledListener):
+            return compiled.rds_fetch_timeout if compiled.rds_names else None
+        return None
+
+    def _warm(self, slot: WarmingSlot) -> bool:
+        entry = slot.warming
+        if entry is None or slot.timed_out:
+            return True
+        compiled = entry.compiled
+        if isinstance(compiled, CompiledCluster):
+            service = compiled.eds_service_name
+            return service is None or service in self.endpoints
+        assert isinstance(compiled, CompiledListener)
+        return all(name in self.routes for name in compiled.rds_names)
+
+    def _promote(self) -> list[str]:
+        """Make every warmed resource active; returns the names promoted."""
+        promoted = []
+        for slots in (self.clusters, self.listeners):
+            for name, slot in slots.items():
+                if slot.warming is not None and self._warm(slot):
+                    slot.active, slot.warming = slot.warming, None
+                    slot.cancel_timer()
+                    promoted.append(name)
+        return promoted
+
+    def _warming_timeout(self, type_url: str, name: str, entry: Accepted) -> None:
+        slots = self.clusters if type_url == T.CLUSTER else self.listeners
+        slot = slots.get(name)
+        if slot is None or slot.warming is not entry:
+            return
+        slot.timer = None
+        slot.timed_out = True
+        what = "ClusterLoadAssignment" if type_url == T.CLUSTER else "route configuration(s)"
+        log.warning("%s %s: initial fetch timeout waiting for its %s; serving it without",
+                    "cluster" if type_url == T.CLUSTER else "listener", name, what)
+        if self._promote():
+            self._publish()
+        self._notify()
+
+    # -- follow-up subscriptions ----------------------------------------------------------------
+
+    def _resubscribe_endpoints(self) -> None:
+        names: set[str] = set()
+        for slot in self.clusters.values():
+            for entry in (slot.active, slot.warming):
+                if entry is not None and entry.compiled.eds_service_name:  # type: ignore[union-attr]
+                    names.add(entry.compiled.eds_service_name)  # type: ignore[union-attr]
+        wanted = frozenset(names)
+        if wanted == self._eds_names or (self._eds_names is None and not wanted):
+            return
+        self._eds_names = wanted
+        for name in [n for n in self.endpoints if n not in wanted]:
+            del self.endpoints[name]
+        self.compiler.retain(T.ENDPOINT, wanted)
+        self._subscribe_soon(T.ENDPOINT, wanted)
+
+    def _resubscribe_routes(self) -> None:
+        names: set[str] = set()
+        for slot in self.listeners.values():
+            for entry in (slot.active, slot.warming):
+                if entry is not None:
+                    names |= entry.compiled.rds_names  # type: ignore[union-attr]
+        wanted = frozenset(names)
+        if wanted == self._rds_names or (self._rds_names is None and not wanted):
+            return
+        self._rds_names = wanted
+        for name in [n for n in self.routes if n not in wanted]:
+            del self.routes[name]
+        self.compiler.retain(T.ROUTE, wanted)
+        self._subscribe_soon(T.ROUTE, wanted)
+
+    def _subscribe_soon(self, type_url: str, names: Iterable[str] | None) -> None:
+        # After the current response's ACK has been queued: the proxy answers what it was
+        # sent before it asks for more.
+        names = None if names is None else sorted(names)
+        if self._loop is None:
+            self.client.subscribe(type_url, names)
+        else:
+            self._loop.call_soon(self.client.subscribe, type_url, names)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def active_resources(self) -> dict[str, dict[str, any_pb2.Any]]:
+        """What the current snapshot is built from, as received: the workers rebuild the same
+        snapshot from it."""
+        clusters = {n: s.active.packed for n, s in self.clusters.items() if s.active}
+        services = {
+            s.active.compiled.eds_service_name  # type: ignore[union-attr]
+            for s in self.clusters.values() if s.active
+        }
+        return {
+            T.CLUSTER: clusters,
+            T.ENDPOINT: {n: a.packed for n, a in self.endpoints.items() if n in services},
+            T.LISTENER: {n: s.active.packed for n, s in self.listeners.items() if s.active},
+            T.ROUTE: {n: a.packed for n, a in self.routes.items()},
+        }
+
+    def _publish(self) -> None:
+        self.snapshot_version += 1
+        snapshot = build_snapshot(
+            self.snapshot_version,
+            {n: s.active.compiled for n, s in self.clusters.items() if s.active},  # type: ignore[misc]
+            {n: a.compiled for n, a in self.endpoints.items()},  # type: ignore[misc]
+            {n: s.active.compiled for n, s in self.listeners.items() if s.active},  # type: ignore[misc]
+            {n: a.compiled for n, a in self.routes.items()},  # type: ignore[misc]
+            {t: s.version for t, s in self.status.items()},
+        )
+        self.holder.publish(snapshot)
+

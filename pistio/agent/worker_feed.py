@@ -1,0 +1,159 @@
+"""Config distribution from the agent to its worker processes (``--concurrency N``).
+
+The agent process owns the ADS stream and compiles every response to decide ACK or NACK.
+Each published snapshot is forwarded to every worker as the *raw* resources it was built
+from — only what changed since that worker's previous frame — and each worker recompiles
+them with the same code (``SnapshotReceiver``) and swaps its own snapshot; compiled objects
+never cross a process boundary. Workers answer with the version they applied, so the agent
+knows when all of them converged (``applied``). See ``pistio.proxy.runtime.snapshot_wire`` for
+the frames.
+
+Not yet: restarting a worker that died (it is logged and left out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+
+from pistio.agent.config_manager import ConfigManager
+from pistio.proxy.runtime.snapshot import ConfigSnapshot
+from pistio.proxy.runtime.snapshot_wire import APPLIED, FAILED, encode_update, read_frame
+
+log = logging.getLogger("pistio.agent.workers")
+
+
+@dataclass(eq=False)
+class Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
+    sent: dict[str, dict[str, bytes]] = field(default_factory=dict)  # type → name → bytes
+    applied: int = 0  # last snapshot version the worker reported in force
+    failed: str = ""
+    alive: bool = True
+    reader_task: asyncio.Task[None] | None = None
+
+
+def delta(
+    sent: Mapping[str, Mapping[str, bytes]], active: Mapping[str, Mapping[str, any_pb2.Any]]
+) -> tuple[dict[str, dict[str, any_pb2.Any]], dict[str, list[str]]]:
+    """What a worker holding ``sent`` needs to hold ``active``: (upserts, removals)."""
+    upserts: dict[str, dict[str, any_pb2.Any]] = {}
+    removals: dict[str, list[str]] = {}
+    for type_url in set(sent) | set(active):
+        have = sent.get(type_url, {})
+        want = active.get(type_url, {})
+        changed = {n: p for n, p in want.items() if have.get(n) != p.value}
+        gone = [n for n in have if n not in want]
+        if changed:
+            upserts[type_url] = changed
+        if gone:
+            removals[type_url] = gone
+    return upserts, removals
+
+
+class WorkerFeed:
+    """Starts ``count`` worker processes and keeps them on the manager's snapshots."""
+
+    def __init__(self, manager: ConfigManager, count: int, log_level: str = "warning") -> None:
+        self.manager = manager
+        self.count = count
+        self.log_level = log_level
+        self.workers: list[Worker] = []
+        self._converged = asyncio.Event()
+
+    @property
+    def applied(self) -> list[int]:
+        return [w.applied for w in self.workers]
+
+    async def start(self) -> None:
+        for index in range(self.count):
+            self.workers.append(await self._spawn(index))
+        self.manager.holder.subscribe(self._on_snapshot)
+        if self.manager.snapshot.version:
+            self._on_snapshot(self.manager.snapshot)
+
+    async def _spawn(self, index: int) -> Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pistio.proxy.runtime.worker_process",
+                "--fd", str(theirs.fileno()), "--worker-id", str(index),
+                "--log-level", self.log_level,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        worker = Worker(index, process, writer, reader)
+        worker.reader_task = asyncio.get_running_loop().create_task(self._read(worker))
+        return worker
+
+    def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
+        active = self.manager.active_resources()
+        versions = dict(snapshot.xds_versions)
+        for worker in self.workers:
+            if not worker.alive:
+                continue
+            upserts, removals = delta(worker.sent, active)
+            worker.writer.write(encode_update(snapshot.version, upserts, removals, versions))
+            worker.sent = {t: {n: p.value for n, p in r.items()} for t, r in active.items()}
+
+    async def _read(self, worker: Worker) -> None:
+        try:
+            while (frame := await read_frame(worker.reader)) is not None:
+                kind, version, body = frame
+                if kind == APPLIED:
+                    worker.applied = version
+                elif kind == FAILED:
+                    worker.failed = body.decode(errors="replace")
+                    log.error("worker %d failed to apply snapshot %d: %s", worker.index,
+                              version, worker.failed)
+                self._converged.set()
+                self._converged = asyncio.Event()
+        except (OSError, ValueError) as err:
+            log.error("worker %d: %s", worker.index, err)
+        finally:
+            worker.alive = False
+            self._converged.set()
+            self._converged = asyncio.Event()
+        if self.workers and worker in self.workers:
+            log.warning("worker %d (pid %s) went away", worker.index, worker.process.pid)
+
+    async def wait_converged(self, version: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until every live worker applied ``version`` (default: the current one)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                target = version if version is not None else self.manager.snapshot.version
+                if all(w.applied >= target for w in self.workers if w.alive):
+                    return
+                await self._converged.wait()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close every socket (workers exit on end of stream); SIGTERM then SIGKILL the
+        ones that do not."""
+        with contextlib.suppress(ValueError):
+            self.manager.holder.unsubscribe(self._on_snapshot)
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.writer.close()
+        for worker in workers:
+            try:
+                await asyncio.wait_for(worker.process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                await worker.process.wait()
+            if worker.reader_task is not None:
+                worker.reader_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.reader_task

@@ -1,0 +1,1 @@
+"""Per-process proxy runtime: compiled config snapshots and the state that outlives them."""
