@@ -1,0 +1,2 @@
+"""Envoy's access logging: response flags, the per-request stream info record and the
+command-operator formatter (text and JSON)."""
