@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PISTIO := $(VENV)/bin/pistio
 SHARED ?= ../shared
 # Debian packages the suite needs (more arrive with the mesh runtime and benchmarks).
-DEB_PACKAGES := wrk haproxy
+DEB_PACKAGES := wrk haproxy iproute2 iptables
 
 .PHONY: demo test lint setup deb clean
 

@@ -1,0 +1,1 @@
+"""Listener filters (original_dst, tls_inspector, http_inspector) and HTTP filters."""
