@@ -28,12 +28,13 @@ from pistio.api.mesh import MeshConfig, default_mesh_config, load_mesh_config
 from pistio.config.resource import Resource
 from pistio.pilot import xds_cache
 from pistio.pilot.config_store import ConfigStore, FileEvents, StoreKey, file_stamp
-from pistio.pilot.generators.cds import ClusterGenerator, connection_proxy
+from pistio.pilot.generators.cds import ClusterGenerator
+from pistio.pilot.generators.connection import connection_proxy
 from pistio.pilot.generators.eds import EndpointGenerator
 from pistio.pilot.generators.lds import ListenerGenerator
 from pistio.pilot.generators.rds import RouteGenerator
 from pistio.pilot.metrics import CONVERGENCE_BUCKETS, PUSH_TIME_BUCKETS, Histogram
-from pistio.pilot.model.proxy import NodeType, Proxy
+from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.model.service import DEFAULT_DOMAIN_SUFFIX
 from pistio.pilot.registry import AggregateRegistry, Snapshot
@@ -48,9 +49,6 @@ from pistio.xds.push_request import ConfigKey, PushRequest
 from pistio.xds.server import DiscoveryServer
 
 log = logging.getLogger("pistio.discovery")
-
-# Where a connection's parsed proxy record lives (ConnectionInfo.attributes["proxy"]).
-PROXY_ATTRIBUTE = "proxy"
 
 KUBERNETES_SOURCE = "kubernetes"
 SERVICE_ENTRY_SOURCE = "serviceentry"
@@ -82,32 +80,8 @@ def is_mesh_config(res: Resource) -> bool:
 
 
 def proxy_of(info: ConnectionInfo) -> Proxy:
-    """The proxy record of a connection, parsed once (at connect) and shared with the
-    generators through ``ConnectionInfo.attributes["proxy"]``."""
-    proxy = info.attributes.get(PROXY_ATTRIBUTE)
-    if not isinstance(proxy, Proxy):
-        proxy = info.attributes[PROXY_ATTRIBUTE] = _parse_proxy(info)
-    return proxy
-
-
-def _parse_proxy(info: ConnectionInfo) -> Proxy:
-    try:
-        return connection_proxy(info)  # also takes the node's locality
-    except ValueError as err:
-        # istiod refuses such a stream; the transport has no refusal hook, so the proxy is
-        # served as a sidecar in its metadata's namespace and the problem is logged.
-        log.warning("ADS: %s; serving it as a sidecar", err)
-        ns = str(info.metadata.get("NAMESPACE") or "default")
-        ips = str(info.metadata.get("INSTANCE_IPS") or "")
-        return Proxy(
-            id=info.node_id,
-            type=NodeType.SIDECAR,
-            ip_addresses=tuple(ip for ip in ips.split(",") if ip),
-            pod_name=info.node_id,
-            namespace=ns,
-            dns_domain=f"{ns}.svc.{DEFAULT_DOMAIN_SUFFIX}",
-            metadata=dict(info.metadata),
-        )
+    """The proxy record of a connection, parsed once and shared with the generators."""
+    return connection_proxy(info)
 
 
 def proxy_name(info: ConnectionInfo) -> str:

@@ -13,7 +13,8 @@ depend on the proxy's own service instances and are built per proxy.
 from __future__ import annotations
 
 from pistio.pilot import xds_cache
-from pistio.pilot.model.proxy import NodeType, Proxy, parse_node_id
+from pistio.pilot.generators.connection import connection_proxy, push_context
+from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.networking.cluster_builder import (
     blackhole_cluster,
@@ -24,28 +25,6 @@ from pistio.pilot.networking.cluster_builder import (
     passthrough_cluster,
 )
 from pistio.xds.generator import ConnectionInfo, PushRequest, Resource
-
-PROXY_ATTRIBUTE = "proxy"
-
-
-def connection_proxy(conn: ConnectionInfo) -> Proxy:
-    """The connection's Proxy, parsed once per connection from its node."""
-    cached = conn.attributes.get(PROXY_ATTRIBUTE)
-    if isinstance(cached, Proxy):
-        return cached
-    locality = ""
-    node = conn.node
-    if node is not None and node.HasField("locality"):
-        loc = node.locality
-        locality = "/".join(p for p in (loc.region, loc.zone, loc.sub_zone) if p)
-    proxy = parse_node_id(conn.node_id, conn.metadata, locality)
-    conn.attributes[PROXY_ATTRIBUTE] = proxy
-    return proxy
-
-
-def push_context(push: PushRequest) -> PushContext | None:
-    ctx = push.context
-    return ctx if isinstance(ctx, PushContext) else None
 
 
 class _Shared:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from pistio.pilot import xds_cache
-from pistio.pilot.generators.cds import connection_proxy, push_context
+from pistio.pilot.generators.connection import connection_proxy, push_context
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.networking.endpoint_builder import build_cluster_load_assignment, visible_service

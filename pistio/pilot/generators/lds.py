@@ -10,7 +10,7 @@ sidecars get their full listener set. A sidecar's outbound listeners and
 from __future__ import annotations
 
 from pistio.pilot import xds_cache
-from pistio.pilot.generators.cds import connection_proxy
+from pistio.pilot.generators.connection import connection_proxy
 from pistio.pilot.grpcgen.lds import build_grpc_listeners
 from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import PushContext

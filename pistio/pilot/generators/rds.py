@@ -11,7 +11,7 @@ and shared.
 from __future__ import annotations
 
 from pistio.pilot import xds_cache
-from pistio.pilot.generators.cds import connection_proxy
+from pistio.pilot.generators.connection import connection_proxy
 from pistio.pilot.grpcgen.rds import build_grpc_route_config
 from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import PushContext
