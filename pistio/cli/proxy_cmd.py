@@ -1,18 +1,27 @@
 """``pistio proxy sidecar|router``: pilot-agent and the Envoy-compatible proxy in one process
-tree. Today: connect to discovery over ADS, compile and apply (or NACK) the config, keep
-``--concurrency`` worker processes on the same snapshot. The data path and the admin API plug
-into this command next (see docs/proxy.md)."""
+tree. The agent connects to discovery over ADS, compiles and applies (or NACKs) the config and
+keeps ``--concurrency`` worker processes on the same snapshot; the workers serve the listeners.
+The agent also serves the admin API (15000), the Prometheus stats (15090) and the health port
+(15021). See docs/proxy.md."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import click
 
-from pistio.cli.discovery_cmd import _grpc_target, configure_logging, split_address
+from pistio.cli.discovery_cmd import (
+    _grpc_target,
+    _write_ready_file,
+    configure_logging,
+    split_address,
+)
 
 log = logging.getLogger("pistio.proxy")
 
@@ -21,9 +30,43 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 
 
-async def _run(identity, target: str, concurrency: int, delta: bool, log_level: str) -> None:
+def _cluster_statuses(manager):  # type: ignore[no-untyped-def]
+    """``/clusters`` from the agent's snapshot: config and endpoints (per-worker host
+    counters are not merged yet)."""
+    from pistio.proxy.admin.clusters import ClusterStatus, HostStatus, Thresholds
+
+    for name, active in sorted(manager.snapshot.clusters.items()):
+        cb = active.config.circuit_breakers
+        status = ClusterStatus(
+            name=name,
+            observability_name=active.config.stat_name,
+            eds_service_name=active.config.eds_service_name or "",
+            default_priority=Thresholds(cb.max_connections, cb.max_pending_requests,
+                                        cb.max_requests, cb.max_retries),
+        )
+        assignment = active.assignment
+        if assignment is not None:
+            for host_set in assignment.priorities:
+                for group in host_set.localities:
+                    for ep in group.endpoints:
+                        status.hosts.append(HostStatus(
+                            ep.address, ep.port, weight=ep.weight, priority=ep.priority,
+                            hostname=ep.hostname,
+                            health_flags=() if ep.eds_healthy else ("failed_eds_health",),
+                        ))
+        yield status
+
+
+async def _run(identity, target: str, concurrency: int, delta: bool, log_level: str,
+               ports: dict[str, int], ready_file: Path | None) -> None:
+    from pistio.agent.config_dump import config_dump_json
     from pistio.agent.config_manager import ConfigManager
+    from pistio.agent.health import HealthServer, proxy_readiness
     from pistio.agent.worker_feed import WorkerFeed
+    from pistio.proxy.admin.prometheus_port import PrometheusServer
+    from pistio.proxy.admin.server import AdminServer
+    from pistio.proxy.admin.server_state import ServerState
+    from pistio.proxy.server.stats_channel import STATS_DIR_ENV, collect_worker_stats
     from pistio.xds.client import AdsClient
 
     client = AdsClient(
@@ -32,21 +75,52 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     )
     client.node.CopyFrom(identity.node())
     manager = ConfigManager(client)
+    # Workers inherit the environment: each serves its stats on a socket in this directory.
+    stats_dir = tempfile.mkdtemp(prefix="pistio-proxy-stats-")
+    os.environ[STATS_DIR_ENV] = stats_dir
     feed = WorkerFeed(manager, concurrency, log_level=log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    state = ServerState(lambda: manager.initialized, node_id=identity.node_id,
+                        node_cluster=identity.service_cluster, concurrency=concurrency)
+    admin = AdminServer(
+        state,
+        stats=lambda: collect_worker_stats(stats_dir),
+        config_dump=lambda: config_dump_json(manager),
+        clusters=lambda: _cluster_statuses(manager),
+        on_quit=stop.set,
+    )
+    prometheus = PrometheusServer(admin)
+    health = HealthServer(proxy_readiness(lambda: manager.initialized, state))
     log.info("pistio proxy %s starting: node %s, discovery %s, %d worker(s)",
              identity.node_type, identity.node_id, target, concurrency)
+    started: list = []
     try:
         await feed.start()
+        admin_addr = await admin.start(port=ports["admin"])
+        started.append(admin)
+        prom_addr = await prometheus.start(port=ports["prometheus"])
+        started.append(prometheus)
+        health_addr = await health.start(port=ports["health"])
+        started.append(health)
         await manager.start()
+        if ready_file is not None:
+            _write_ready_file(ready_file, {
+                "admin": admin_addr[1], "prometheus": prom_addr[1], "health": health_addr[1],
+                "pid": os.getpid(),
+            })
         await stop.wait()
         log.info("pistio proxy shutting down")
     finally:
+        for server in reversed(started):
+            await server.close()
         await manager.stop()
         await feed.stop()
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
 
 
 @click.command()
@@ -64,7 +138,13 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
 @click.option("--label", "labels", multiple=True, help="Pod label KEY=VALUE (repeatable).")
 @click.option("--locality", default=None, help="region/zone/subzone of this proxy.")
 @click.option("--admin-port", type=int, default=15000, show_default=True,
-              help="Admin API port on 127.0.0.1 (served once the admin API is wired in).")
+              help="Admin API port on 127.0.0.1 (0: any free port).")
+@click.option("--prometheus-port", type=int, default=15090, show_default=True,
+              help="Prometheus stats port (/stats/prometheus; 0: any free port).")
+@click.option("--health-port", type=int, default=15021, show_default=True,
+              help="Health port (/healthz/ready; 0: any free port).")
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None,
+              help="Write the admin, Prometheus and health ports here (JSON) once serving.")
 @click.option("--delta/--sotw", default=False, show_default=True,
               help="Delta or state-of-the-world xDS.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
@@ -73,9 +153,10 @@ def proxy(
     proxy_type: str, discovery_address: str, concurrency: int, node_id: str | None,
     pod: str | None, namespace: str | None, ip: str | None, cluster_id: str | None,
     service_account: str | None, labels: tuple[str, ...], locality: str | None,
-    admin_port: int, delta: bool, log_level: str,
+    admin_port: int, prometheus_port: int, health_port: int, ready_file: Path | None,
+    delta: bool, log_level: str,
 ) -> None:
-    """Run the proxy (pilot-agent + Envoy): fetch config over ADS and apply it."""
+    """Run the proxy (pilot-agent + Envoy): fetch config over ADS, apply it, serve traffic."""
     from pistio.agent.bootstrap import node_identity
 
     parsed_labels = None
@@ -98,4 +179,6 @@ def proxy(
     configure_logging(log_level)
     # The agent runs gRPC's asyncio client on the standard loop; the workers (the data
     # path) run uvloop.
-    asyncio.run(_run(identity, _grpc_target(host, port), workers, delta, log_level))
+    ports = {"admin": admin_port, "prometheus": prometheus_port, "health": health_port}
+    asyncio.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
+                     ready_file))

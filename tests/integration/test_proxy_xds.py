@@ -243,7 +243,9 @@ async def test_pistio_proxy_command_syncs_and_exits_on_sigterm(tmp_path):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pistio.cli", "proxy", "sidecar",
                  "--discovery-address", d.grpc, "--concurrency", "2",
-                 "--pod", "productpage-v1", "--namespace", "default", "--ip", "10.244.0.10"],
+                 "--pod", "productpage-v1", "--namespace", "default", "--ip", "10.244.0.10",
+                 # Any free ports: a fixed 15000/15090/15021 would collide with other runs.
+                 "--admin-port", "0", "--prometheus-port", "0", "--health-port", "0"],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         try:

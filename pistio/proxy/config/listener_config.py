@@ -32,6 +32,9 @@ from typing import Any
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -46,6 +49,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 
 from pistio.proxy.config.cluster_config import SanMatcher
 from pistio.proxy.config.errors import ConfigError
+from pistio.proxy.config.route_action import compile_http_fault
 from pistio.proxy.config.unsupported import unsupported_fields
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -67,6 +71,16 @@ HTTP_INSPECTOR_TYPE = _type_url(http_inspector_pb2.HttpInspector)
 DOWNSTREAM_TLS_TYPE = _type_url(tls_pb2.DownstreamTlsContext)
 RAW_BUFFER_TYPE = _type_url(raw_buffer_pb2.RawBuffer)
 UUID_REQUEST_ID_TYPE = _type_url(uuid_pb2.UuidRequestIdConfig)
+FAULT_TYPE = _type_url(fault_pb2.HTTPFault)
+CORS_TYPE = _type_url(cors_pb2.Cors)
+ROUTER_TYPE = _type_url(router_pb2.Router)
+# The HTTP filters pistio runs (``pistio.proxy.filters.http``), by typed_config type; any
+# other filter is NACKed unless ``is_optional``. The router must be the last one.
+SUPPORTED_HTTP_FILTERS: Mapping[str, str] = MappingProxyType({
+    FAULT_TYPE: "envoy.filters.http.fault",
+    CORS_TYPE: "envoy.filters.http.cors",
+    ROUTER_TYPE: "envoy.filters.http.router",
+})
 
 DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
 DEFAULT_LISTENER_FILTERS_TIMEOUT = 15.0
@@ -787,9 +801,11 @@ def _hcm(
     else:
         problems.append(f"{path}: needs rds or route_config")
     filters = []
+    last = len(hcm.http_filters) - 1
     for i, hf in enumerate(hcm.http_filters):
         if hf.HasField("config_discovery"):
             problems.append(f"{path}.http_filters[{i}].config_discovery: not supported")
+        _check_http_filter(hf, i == last, f"{path}.http_filters[{i}]", problems)
         filters.append(HttpFilterConfig(
             hf.name, hf.typed_config if hf.HasField("typed_config") else None,
             hf.is_optional, hf.disabled,
@@ -857,6 +873,43 @@ def _hcm(
         upgrade_types=upgrades,
         access_logs=_access_logs(hcm.access_log),
     )
+
+
+_ROUTER_ALLOWED: Mapping[str, frozenset[str]] = {
+    "envoy.extensions.filters.http.router.v3.Router": frozenset(
+        {"suppress_envoy_headers", "start_child_span", "dynamic_stats"}
+    ),
+}
+
+
+def _check_http_filter(
+    hf: hcm_pb2.HttpFilter, is_last: bool, path: str, problems: list[str]
+) -> None:
+    """NACK an HTTP filter pistio does not run; the router must come last, as Envoy says."""
+    url = hf.typed_config.type_url if hf.HasField("typed_config") else ""
+    name = SUPPORTED_HTTP_FILTERS.get(url)
+    if name is None:
+        if not hf.is_optional:
+            problems.append(f"{path}: HTTP filter {hf.name!r} ({url or 'no typed_config'}) is "
+                            "not supported by pistio")
+        return
+    if url == ROUTER_TYPE:
+        if not is_last:
+            problems.append(f"{path}: terminal filter named {hf.name!r} of type {name} must be "
+                            "the last filter in a http filter chain")
+        router = router_pb2.Router()
+        hf.typed_config.Unpack(router)
+        problems.extend(unsupported_fields(router, _ROUTER_ALLOWED, f"{path}.typed_config"))
+    elif is_last:
+        problems.append(f"{path}: non-terminal filter named {hf.name!r} of type {name} is the "
+                        "last filter in a http filter chain")
+    elif url == FAULT_TYPE:
+        fault = fault_pb2.HTTPFault()
+        hf.typed_config.Unpack(fault)
+        try:
+            compile_http_fault(fault, f"{path}.typed_config")
+        except ConfigError as err:
+            problems.extend(err.problems)
 
 
 def _tcp_proxy(typed: any_pb2.Any, path: str, problems: list[str]) -> TcpProxyConfig:

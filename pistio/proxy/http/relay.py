@@ -1,8 +1,10 @@
 """A minimal HTTP/1.1 proxy: downstream codec → pick an upstream → pooled upstream connection.
 
-This is the data path without the route table: ``pick_upstream(head)`` stands where the
-router filter will (it returns an upstream address or a local reply). It also serves the
-data-plane benchmark:
+This is the data path without the route table: ``pick_upstream(head)`` returns an upstream
+address or a local reply. ``pistio proxy`` puts the HTTP connection manager and the router
+filter in this seat instead (``pistio.proxy.http.connection_manager``,
+``pistio.proxy.router``); the relay stays as the bare codec path the data-plane benchmark
+measures:
 
     python -m pistio.proxy.http.relay --listen 127.0.0.1:15001 --upstream 127.0.0.1:8080
 

@@ -1,0 +1,1 @@
+"""HTTP filters run by the connection manager before the router: fault injection and CORS."""

@@ -1,0 +1,50 @@
+"""The HTTP filter chain of a connection manager, built once per config from ``http_filters``.
+
+The listener compiler already refused (NACKed) any filter pistio does not run
+(``listener_config.SUPPORTED_HTTP_FILTERS``) and checked that the router is last; here each
+entry becomes its runtime object, in order. A ``disabled`` entry is left out (it could only be
+enabled per route, which pistio does not support); an unknown ``is_optional`` one is skipped,
+as Envoy skips optional filters it does not know.
+"""
+
+from __future__ import annotations
+
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+
+from pistio.proxy.config.listener_config import (
+    CORS_TYPE,
+    FAULT_TYPE,
+    ROUTER_TYPE,
+    HttpConnectionManagerConfig,
+)
+from pistio.proxy.config.route_action import compile_http_fault
+from pistio.proxy.filters.http.cors import CorsFilter
+from pistio.proxy.filters.http.fault import FaultFilter
+from pistio.proxy.router.router import RouterConfig
+from pistio.proxy.stats.store import StatsStore
+
+HttpFilter = FaultFilter | CorsFilter
+
+
+def build_filter_chain(
+    hcm: HttpConnectionManagerConfig, store: StatsStore
+) -> tuple[tuple[HttpFilter, ...], RouterConfig]:
+    filters: list[HttpFilter] = []
+    router = RouterConfig()
+    for entry in hcm.http_filters:
+        if entry.disabled:
+            continue
+        url = entry.type_url
+        if url == FAULT_TYPE:
+            msg = fault_pb2.HTTPFault()
+            entry.typed_config.Unpack(msg)  # type: ignore[union-attr]
+            config = compile_http_fault(msg, entry.name)
+            filters.append(FaultFilter(entry.name, config, store, hcm.stat_prefix))
+        elif url == CORS_TYPE:
+            filters.append(CorsFilter(entry.name))
+        elif url == ROUTER_TYPE:
+            msg = router_pb2.Router()
+            entry.typed_config.Unpack(msg)  # type: ignore[union-attr]
+            router = RouterConfig(suppress_envoy_headers=msg.suppress_envoy_headers)
+    return tuple(filters), router

@@ -1,0 +1,492 @@
+"""Envoy's HTTP connection manager (``envoy.filters.network.http_connection_manager``) for the
+HTTP/1.1 codec: one ``HttpConnectionManager`` per filter chain and config, one ``ActiveStream``
+per request.
+
+The codec (``http1_downstream``) parses requests, adds ``x-request-id`` and
+``x-forwarded-proto``, writes ``server`` (the HCM's ``server_name``) and answers protocol
+errors. For every request the connection manager then:
+
+- reads the route table **once, at the start of the stream**, from the snapshot in force (by
+  ``rds.route_config_name``, or the chain's inline ``route_config``): a config swap affects new
+  streams only;
+- runs the HTTP filters in order (fault, CORS), then the router, which is always last; a filter
+  may stop the chain (a fault delay) and continue it later, or answer locally;
+- runs response headers back through the encoder filters (CORS adds its headers);
+- enforces ``stream_idle_timeout`` (Envoy's default 5 min; 408 ``stream timeout``, flag ``SI``,
+  or a reset once the response began) and ``request_timeout`` (408 ``request timeout``
+  until the request is complete);
+- counts ``http.<stat_prefix>.downstream_rq_*`` and writes the access log at the end of the
+  stream when the HCM configures one (``envoy.access_loggers.file``; nothing is logged per
+  request otherwise).
+
+The ``ActiveStream`` is also what the codec sees as the stream's "upstream": request body
+pieces are queued on its ``out`` and handed to the router on ``flush``; that lets the router
+buffer the body for retries and shadows and switch attempts without the codec knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+
+from pistio.proxy.access_log import response_flags as rf
+from pistio.proxy.access_log.formatter import (
+    ENVOY_DEFAULT_FORMAT,
+    AccessLogFormatter,
+    TextFormatter,
+    from_substitution_format,
+)
+from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo, StreamInfo
+from pistio.proxy.config.listener_config import AccessLogConfig, HttpConnectionManagerConfig
+from pistio.proxy.config.route_match import RequestView
+from pistio.proxy.config.route_table import Route, RouteTable
+from pistio.proxy.filters.http.chain import build_filter_chain
+from pistio.proxy.http.codec_options import HttpConnectionOptions
+from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
+from pistio.proxy.http.headers import Fields, RequestIdGenerator
+from pistio.proxy.http.http1_downstream import Http1ServerConnection, Http1Stream
+from pistio.proxy.http.timeouts import DeadlineSweeper
+from pistio.proxy.router.router import RouterContext, RouterStream
+from pistio.proxy.runtime.snapshot import SnapshotHolder
+from pistio.proxy.stats.store import StatsStore
+
+if TYPE_CHECKING:
+    from pistio.proxy.stats.families import HttpConnectionManagerStats
+
+_INF = float("inf")
+DEFAULT_DOWNSTREAM_IDLE_TIMEOUT = 3600.0  # common_http_protocol_options.idle_timeout
+STREAM_TIMEOUT_BODY = b"stream timeout"
+REQUEST_TIMEOUT_BODY = b"request timeout"
+
+_FILE_LOG_TYPES = {
+    "type.googleapis.com/" + file_pb2.FileAccessLog.DESCRIPTOR.full_name: None,
+    "type.googleapis.com/" + stream_pb2.StdoutAccessLog.DESCRIPTOR.full_name: "/dev/stdout",
+    "type.googleapis.com/" + stream_pb2.StderrAccessLog.DESCRIPTOR.full_name: "/dev/stderr",
+}
+
+
+class AccessLogFile:
+    """An ``envoy.access_loggers.file`` sink: lines are buffered and written at most once a
+    second (Envoy's ``file_flush_interval``) or when 64 KiB are waiting."""
+
+    _files: dict[str, AccessLogFile] = {}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def open(cls, path: str) -> AccessLogFile:
+        sink = cls._files.get(path)
+        if sink is None:
+            sink = cls._files[path] = cls(path)
+        return sink
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size > 64 * 1024:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(1.0, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            data = "".join(self._lines).encode()
+            self._lines = []
+            self._size = 0
+            os.write(self._fd, data)
+
+    @classmethod
+    def flush_all(cls) -> None:
+        for sink in cls._files.values():
+            sink.flush()
+
+
+def build_access_loggers(
+    configs: tuple[AccessLogConfig, ...]
+) -> tuple[tuple[AccessLogFormatter, AccessLogFile], ...]:
+    """The HCM's file/stdout/stderr access logs; other loggers were refused at compile."""
+    out = []
+    for cfg in configs:
+        typed = cfg.typed_config
+        if typed is None or typed.type_url not in _FILE_LOG_TYPES:
+            continue
+        path = _FILE_LOG_TYPES[typed.type_url]
+        log_format = None
+        if path is None:
+            msg = file_pb2.FileAccessLog()
+            typed.Unpack(msg)
+            path = msg.path
+            which = msg.WhichOneof("access_log_format")
+            if which == "log_format":
+                log_format = msg.log_format
+            elif which == "format":
+                out.append((TextFormatter(msg.format or ENVOY_DEFAULT_FORMAT),
+                            AccessLogFile.open(path)))
+                continue
+        else:
+            msg = (stream_pb2.StdoutAccessLog() if path == "/dev/stdout"
+                   else stream_pb2.StderrAccessLog())
+            typed.Unpack(msg)
+            if msg.HasField("log_format"):
+                log_format = msg.log_format
+        out.append((from_substitution_format(log_format), AccessLogFile.open(path)))
+    return tuple(out)
+
+
+class HttpConnectionManager:
+    """One filter chain's connection manager: the compiled per-config parts, shared by every
+    connection accepted with that chain."""
+
+    def __init__(
+        self,
+        config: HttpConnectionManagerConfig,
+        listener_name: str,
+        chain_index: int,
+        holder: SnapshotHolder,
+        router_context: RouterContext,
+        sweeper: DeadlineSweeper,
+        store: StatsStore,
+        buffer_limit: int,
+        request_ids: RequestIdGenerator,
+    ) -> None:
+        self.config = config
+        self.listener_name = listener_name
+        self.chain_index = chain_index
+        self.holder = holder
+        self.router_context = router_context
+        self.sweeper = sweeper
+        self.buffer_limit = buffer_limit
+        self.request_ids = request_ids
+        self.options = HttpConnectionOptions(
+            max_headers_count=config.max_headers_count or 100,
+            idle_timeout=config.idle_timeout or DEFAULT_DOWNSTREAM_IDLE_TIMEOUT,
+            server_name=config.server_name.encode("latin-1"),
+            generate_request_id=config.generate_request_id,
+        )
+        self.filters, self.router_config = build_filter_chain(config, store)
+        self.stats: HttpConnectionManagerStats = store.http_connection_manager(
+            config.stat_prefix)
+        self.access_logs = build_access_loggers(config.access_logs)
+        self.upgrade_types = frozenset(config.upgrade_types)
+        self.stream_idle_timeout = config.stream_idle_timeout or 0.0
+        self.request_timeout = config.request_timeout or 0.0
+        self.rds_name = config.rds_route_config_name
+
+    def route_table(self) -> RouteTable | None:
+        return self.holder.current.route_table(self.listener_name, self.chain_index,
+                                               self.rds_name)
+
+    def connection(self, downstream: DownstreamConnectionInfo | None = None
+                   ) -> Http1ServerConnection:
+        conn = Http1ServerConnection(self, self.options, self.sweeper, self.request_ids)
+        conn.downstream_info = downstream  # type: ignore[attr-defined]
+        stats = self.stats
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_http1_total += 1
+        return conn
+
+    # --- the codec's stream handler ---------------------------------------------------------------
+
+    def on_request(self, stream: Http1Stream) -> None:
+        stats = self.stats
+        stats.downstream_rq_total += 1
+        stats.downstream_rq_http1_total += 1
+        stats.downstream_rq_active += 1
+        ActiveStream(self, stream).decode(0)
+
+
+class ActiveStream:
+    """One request in the connection manager: its route, filters and router."""
+
+    __slots__ = (
+        "hcm", "stream", "info", "route_table", "_route", "_route_done", "_view", "router",
+        "out", "held", "held_bytes", "finished", "deadline", "_request_deadline",
+        "_replying", "_timer", "_on_end", "gate_paused", "last_activity",
+    )
+
+    def __init__(self, hcm: HttpConnectionManager, stream: Http1Stream) -> None:
+        self.hcm = hcm
+        self.stream = stream
+        downstream = getattr(stream.conn, "downstream_info", None)
+        info = self.info = StreamInfo(downstream)
+        info.protocol = "HTTP/1.1" if stream.head.version == "1.1" else "HTTP/1.0"
+        info.request_headers = stream.head
+        self.route_table = hcm.route_table()
+        self._route: Route | None = None
+        self._route_done = False
+        self._view: RequestView | None = None
+        self.router: RouterStream | None = None
+        self.out: list[bytes] = []
+        self.held: list[bytes] = []  # request body received before the router took over
+        self.held_bytes = 0
+        self.finished = False
+        self._replying = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_end: list[Callable[[], None]] | None = None
+        self.gate_paused = False
+        self.deadline = _INF
+        self._request_deadline = _INF
+        self.last_activity = stream.conn.loop.time()
+        if hcm.request_timeout > 0 and not stream.request_done:
+            self._request_deadline = stream.conn.loop.time() + hcm.request_timeout
+        if hcm.stream_idle_timeout > 0 or self._request_deadline != _INF:
+            self._touch()
+            hcm.sweeper.watch(self)
+        # The codec sends the request body here (and reports its end, and the client going
+        # away) as if this were the upstream connection.
+        stream.upstream = self  # type: ignore[assignment]
+
+    # --- what filters and the router use -----------------------------------------------------------
+
+    def request_view(self) -> RequestView:
+        view = self._view
+        if view is None:
+            head = self.stream.head
+            view = self._view = RequestView(
+                head.method.decode("latin-1"),
+                head.target.decode("latin-1"),
+                head.authority.decode("latin-1"),
+                head.index,
+                "http",
+            )
+        return view
+
+    def route(self) -> Route | None:
+        """The route for this stream, found once (Envoy's cached route)."""
+        if not self._route_done:
+            self._route_done = True
+            table = self.route_table
+            self._route = table.route(self.request_view()) if table is not None else None
+        return self._route
+
+    def forwarded_proto(self) -> str:
+        raw = self.stream.head.index.get(b"x-forwarded-proto")
+        return raw.decode("latin-1") if raw else "http"
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        if self._on_end is None:
+            self._on_end = []
+        self._on_end.append(callback)
+
+    def decode(self, position: int) -> None:
+        """Run the decoder filters from ``position``, then the router."""
+        filters = self.hcm.filters
+        for i in range(position, len(filters)):
+            if not filters[i].decode_headers(self, i) or self.finished:
+                return
+        if self.finished:
+            return
+        router = self.router = RouterStream(self, self.hcm.router_context,
+                                            self.hcm.router_config)
+        router.decode_headers()
+
+    def pause_decoding(self, delay: float, resume: Callable[[], None]) -> None:
+        """A filter stops the chain for ``delay`` seconds, then ``resume`` runs."""
+        self._timer = self.stream.conn.loop.call_later(delay, self._resume, resume)
+
+    def _resume(self, resume: Callable[[], None]) -> None:
+        self._timer = None
+        if not self.finished:
+            resume()
+
+    def continue_decoding(self, position: int) -> None:
+        self.decode(position)
+
+    def take_held_body(self) -> list[bytes]:
+        held = self.held
+        self.held = []
+        self.held_bytes = 0
+        if self.gate_paused:
+            self.gate_paused = False
+            self.stream.conn.gate.resume(UPSTREAM_CONNECTING)
+        return held
+
+    def encode_headers(self, status: int, fields: Fields, upto: int | None = None) -> Fields:
+        """Response headers through the encoder filters (last to first, as Envoy)."""
+        filters = self.hcm.filters
+        end = len(filters) if upto is None else upto
+        for i in range(end - 1, -1, -1):
+            fields = filters[i].encode_headers(self, status, fields)
+        return fields
+
+    def response_begins(self, status: int) -> None:
+        self.info.response_code = status
+        self.hcm.stats.record_response(status)
+
+    def send_local_reply(
+        self,
+        status: int,
+        body: bytes | None,
+        fields: Fields | None = None,
+        *,
+        flag: int = 0,
+        details: str | None = None,
+        filter_position: int | None = None,
+    ) -> None:
+        """Answer from the proxy (Envoy's ``sendLocalReply``): the headers pass through the
+        encoder filters before the one that answers, then the codec writes the reply."""
+        if self.finished:
+            return
+        info = self.info
+        info.response_flags |= flag
+        info.response_code_details = details
+        stream = self.stream
+        if stream.response_started or stream.cancelled:
+            # Too late for a reply: Envoy resets the stream.
+            self._end_router()
+            if not stream.cancelled:
+                stream.conn.reset()
+            self.finish()
+            return
+        fields = self.encode_headers(status, fields or [], filter_position)
+        if body:
+            info.local_reply_body = body.decode("latin-1")
+            info.bytes_sent += len(body)
+        self.response_begins(status)
+        self._end_router()
+        self._replying = True
+        try:
+            if fields:
+                # The codec writes its ``server`` line into every local reply; our extra
+                # headers ride along with it.
+                conn = stream.conn
+                saved = conn.server_line
+                conn.server_line = saved + b"".join(
+                    n + b": " + v + b"\r\n" for n, v in fields)
+                try:
+                    stream.send_local_reply(status, body)
+                finally:
+                    conn.server_line = saved
+            else:
+                stream.send_local_reply(status, body)
+        finally:
+            self._replying = False
+        self.finish()
+
+    def _end_router(self) -> None:
+        router = self.router
+        if router is not None:
+            router.reset()
+
+    def finish(self) -> None:
+        """The stream is over: stats, access log, timers."""
+        if self.finished:
+            return
+        self.finished = True
+        hcm = self.hcm
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        hcm.sweeper.unwatch(self)
+        if self.gate_paused:
+            self.gate_paused = False
+            self.stream.conn.gate.resume(UPSTREAM_CONNECTING)
+        if self._on_end is not None:
+            for callback in self._on_end:
+                callback()
+        stats = hcm.stats
+        stats.downstream_rq_active -= 1
+        info = self.info
+        now = time.monotonic_ns()
+        info.last_downstream_tx_byte_sent = now
+        stats.downstream_rq_time.record((now - info.start_monotonic_ns) / 1e6)
+        if self.stream.cancelled:
+            info.response_flags |= rf.DOWNSTREAM_CONNECTION_TERMINATION
+            stats.downstream_rq_rx_reset += 1
+        if hcm.access_logs:
+            for formatter, sink in hcm.access_logs:
+                sink.write(formatter.format(info))
+
+    # --- deadlines (stream idle, request timeout) -------------------------------------------------
+
+    def _touch(self) -> None:
+        idle = self.hcm.stream_idle_timeout
+        deadline = self.last_activity + idle if idle > 0 else _INF
+        self.deadline = min(deadline, self._request_deadline)
+
+    def on_deadline(self, now: float) -> None:
+        if self.finished:
+            return
+        stream = self.stream
+        if now >= self._request_deadline and not stream.request_done:
+            self.hcm.stats.downstream_rq_timeout += 1
+            self.send_local_reply(408, REQUEST_TIMEOUT_BODY, details="request_overall_timeout")
+            return
+        if stream.request_done:
+            self._request_deadline = _INF
+        idle = self.hcm.stream_idle_timeout
+        if idle <= 0 or self.last_activity + idle > now:
+            self._touch()
+            return
+        self.hcm.stats.downstream_rq_idle_timeout += 1
+        self.send_local_reply(408, STREAM_TIMEOUT_BODY, flag=rf.STREAM_IDLE_TIMEOUT,
+                              details="stream_idle_timeout")
+
+    # --- the codec's view: this object is the stream's "upstream" ---------------------------------
+
+    def flush(self) -> None:
+        """Request body pieces the codec queued on ``out``."""
+        pieces = self.out
+        if not pieces:
+            return
+        self.out = []
+        self.last_activity = self.stream.conn.loop.time()
+        router = self.router
+        if router is not None:
+            router.on_request_body(pieces)
+            return
+        if self.finished:
+            return
+        self.held += pieces
+        for piece in pieces:
+            self.held_bytes += len(piece)
+        if self.held_bytes > WRITE_HIGH_WATER and not self.gate_paused:
+            self.gate_paused = True
+            self.stream.conn.gate.pause(UPSTREAM_CONNECTING)
+
+    def on_request_complete(self) -> None:
+        self.flush()
+        info = self.info
+        info.last_downstream_rx_byte_received = time.monotonic_ns()
+        router = self.router
+        if router is not None:
+            router.on_request_complete()
+
+    def abort_stream(self) -> None:
+        """The codec is done with the stream: the client went away, a local reply went out,
+        or a protocol error closed the connection."""
+        if self._replying or self.finished:
+            return
+        self._end_router()
+        self.finish()
+
+    def pause_reading_for_peer(self) -> None:
+        up = self._upstream_connection()
+        if up is not None:
+            up.pause_reading_for_peer()
+
+    def resume_reading_for_peer(self) -> None:
+        up = self._upstream_connection()
+        if up is not None:
+            up.resume_reading_for_peer()
+
+    def _upstream_connection(self) -> Any:
+        router = self.router
+        if router is None or router.attempt is None:
+            return None
+        return router.attempt.upstream
+

@@ -1,0 +1,1 @@
+"""Envoy's router filter: route → cluster → host, with retries, timeouts and mirroring."""

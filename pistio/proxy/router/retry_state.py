@@ -1,0 +1,76 @@
+"""Envoy's retry state for one request: may this attempt's outcome be retried, and when.
+
+The conditions (``retry_on``) as Envoy's router applies them:
+
+- a response: ``5xx`` any 5xx; ``gateway-error`` 502, 503, 504; ``retriable-4xx`` 409;
+  ``retriable-status-codes`` a code from ``retriable_status_codes``; ``retriable-headers`` a
+  response header matching one of ``retriable_headers``;
+- no response (the upstream reset or closed, or the per-try timeout fired): ``5xx``,
+  ``gateway-error`` and ``reset``; a failed or timed-out *connect* also ``connect-failure``;
+  ``refused-stream`` is an HTTP/2 reset code and never occurs on HTTP/1.1.
+
+Each retry needs a token from the cluster's ``max_retries`` circuit breaker (refused: the
+outcome stands and ``upstream_rq_retry_overflow`` counts it) and waits Envoy's jittered
+exponential back-off (``retry_backoff``). When retries are exhausted on a retriable outcome,
+the request gets the ``URX`` response flag. Retries happen only while nothing of the response
+went downstream and while the request body is fully buffered (the router's decision).
+"""
+
+from __future__ import annotations
+
+import random
+
+from pistio.proxy.config.route_action import RetryOn, RetryPolicy, retry_backoff
+from pistio.proxy.http.headers import Fields
+from pistio.proxy.upstream.circuit_breaker import CircuitBreakers
+
+_RESPONSE_5XX = RetryOn.FIVE_XX
+_GATEWAY = RetryOn.GATEWAY_ERROR
+_ON_RESET = RetryOn.FIVE_XX | RetryOn.GATEWAY_ERROR | RetryOn.RESET
+_ON_CONNECT_FAILURE = _ON_RESET | RetryOn.CONNECT_FAILURE
+
+
+class RetryState:
+    """Counts the retries of one request against its policy."""
+
+    __slots__ = ("policy", "retry_on", "retries_left", "retries_done", "tried_hosts")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.retry_on = policy.retry_on
+        self.retries_left = policy.num_retries
+        self.retries_done = 0
+        # Hosts already tried, for the previous_hosts predicate.
+        self.tried_hosts: list[object] = []
+
+    def response_is_retriable(self, status: int, fields: Fields) -> bool:
+        on = self.retry_on
+        if status >= 500 and on & _RESPONSE_5XX:
+            return True
+        if status in (502, 503, 504) and on & _GATEWAY:
+            return True
+        if status == 409 and on & RetryOn.RETRIABLE_4XX:
+            return True
+        if on & RetryOn.RETRIABLE_STATUS_CODES and status in self.policy.retriable_status_codes:
+            return True
+        if on & RetryOn.RETRIABLE_HEADERS and self.policy.retriable_headers:
+            index = {n.lower(): v for n, v in fields}
+            return any(m.matches_headers(index) for m in self.policy.retriable_headers)
+        return False
+
+    def reset_is_retriable(self, connect_failure: bool) -> bool:
+        return bool(self.retry_on & (_ON_CONNECT_FAILURE if connect_failure else _ON_RESET))
+
+    def take_retry(self, breakers: CircuitBreakers) -> bool | None:
+        """Spend one retry: True if granted, None when the limit is exhausted (URX), False
+        when the circuit breaker refused it (overflow)."""
+        if self.retries_left <= 0:
+            return None
+        if not breakers.retries.try_acquire():
+            return False
+        self.retries_left -= 1
+        self.retries_done += 1
+        return True
+
+    def backoff(self) -> float:
+        return retry_backoff(self.policy, self.retries_done - 1, random.getrandbits(32))

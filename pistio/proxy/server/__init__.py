@@ -1,0 +1,1 @@
+"""The worker's serving side: listener sockets, connection hand-off, housekeeping, stats."""

@@ -1,0 +1,201 @@
+"""Retries, timeouts, outlier feedback, mirroring and access logs through a real listener."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+from envoy.config.cluster.v3 import outlier_detection_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from google.protobuf import duration_pb2
+
+from tests.unit.proxy.http_fixtures import (
+    Env,
+    eds_cluster,
+    fetch,
+    load_assignment,
+    proxy_env,
+    route,
+    route_config,
+)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
+
+
+@pytest_asyncio.fixture
+async def env():
+    async with proxy_env() as e:
+        yield e
+
+
+def ms(n: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=n // 1000, nanos=(n % 1000) * 1_000_000)
+
+
+def action(cluster: str = "svc", **fields) -> rc.RouteAction:
+    return rc.RouteAction(cluster=cluster, **fields)
+
+
+def retry(retry_on: str, n: int = 2, per_try_ms: int = 0, **fields) -> rc.RetryPolicy:
+    p = rc.RetryPolicy(retry_on=retry_on, num_retries={"value": n}, **fields)
+    if per_try_ms:
+        p.per_try_timeout.CopyFrom(ms(per_try_ms))
+    p.retry_back_off.base_interval.CopyFrom(ms(5))
+    return p
+
+
+async def two_host_env(env: Env, route_action: rc.RouteAction, **vhost) -> None:
+    a, b = await env.start("a", "b")
+    await env.apply(
+        [route_config("http", [route(match=rc.RouteMatch(prefix="/"), route=route_action)],
+                      **vhost)],
+        clusters=[eds_cluster("svc")],
+        assignments=[load_assignment("svc", [a.port, b.port])],
+    )
+
+
+async def test_retry_on_503_lands_on_the_other_host(env: Env) -> None:
+    await two_host_env(env, action(retry_policy=retry("5xx", retry_host_predicate=[
+        rc.RetryPolicy.RetryHostPredicate(name="envoy.retry_host_predicates.previous_hosts")])),
+        include_request_attempt_count=True, include_attempt_count_in_response=True)
+    for _ in range(6):
+        r = await fetch(env.port, "/", headers={"x-fail-on": "a"})
+        assert r.status == 200 and r.json()["server"] == "b"
+    c = env.proxy.counter  # type: ignore[union-attr]
+    assert c("cluster.svc.upstream_rq_retry") >= 1
+    assert c("cluster.svc.upstream_rq_retry_success") == c("cluster.svc.upstream_rq_retry")
+    assert c("cluster.svc.upstream_rq_503") == c("cluster.svc.upstream_rq_retry")
+    r = await fetch(env.port, "/", headers={"x-fail-on": "a,b"})
+    assert r.status == 503  # the last upstream 503 stands, flag URX
+    assert r.headers["x-envoy-attempt-count"] == "3"
+    assert r.json()["headers"]["x-envoy-attempt-count"] == "3"
+    assert c("cluster.svc.upstream_rq_retry_limit_exceeded") == 1
+    breakers = env.proxy.clusters.get("svc").circuit_breakers  # type: ignore[union-attr]
+    assert (breakers.retries.count, breakers.requests.count) == (0, 0)  # every token returned
+
+
+async def test_retry_on_reset_and_connect_failure(env: Env) -> None:
+    a, b = await env.start("a", "b")
+    dead = b.port
+    await b.close()
+    await env.apply(
+        [route_config("http", [route(match=rc.RouteMatch(prefix="/"),
+                                     route=action(retry_policy=retry("connect-failure,reset")))])],
+        clusters=[eds_cluster("svc")],
+        assignments=[load_assignment("svc", [a.port, dead])],
+    )
+    for _ in range(4):
+        assert (await fetch(env.port, "/")).status == 200
+    r = await fetch(env.port, "/", headers={"x-close-on": "a"})
+    assert r.status == 503
+    assert r.body.startswith(b"upstream connect error or disconnect/reset before headers. "
+                             b"retried and the latest reset reason: ")
+
+
+async def test_no_retry_policy_reports_connect_failure(env: Env) -> None:
+    (a,) = await env.start("a")
+    port = a.port
+    await a.close()
+    await env.apply([route_config("http", [route("/", cluster="a")])],
+                    assignments=[load_assignment("a", [port])])
+    r = await fetch(env.port, "/")
+    assert r.status == 503
+    assert r.body == (b"upstream connect error or disconnect/reset before headers. reset reason: "
+                      b"connection failure")
+
+
+async def test_per_try_and_route_timeouts(env: Env) -> None:
+    await two_host_env(env, action(timeout=ms(500), retry_policy=retry("5xx", 1, per_try_ms=150)))
+    start = time.monotonic()
+    r = await fetch(env.port, "/", headers={"x-delay-ms": "400"})
+    elapsed = time.monotonic() - start
+    assert (r.status, r.body) == (504, b"upstream request timeout")
+    assert 0.25 < elapsed < 0.7, elapsed  # two tries of 150 ms (not the 400 ms reply)
+    c = env.proxy.counter  # type: ignore[union-attr]
+    assert c("cluster.svc.upstream_rq_per_try_timeout") == 2
+    assert r.headers.get("x-envoy-upstream-service-time") is None
+
+
+async def test_route_timeout(env: Env) -> None:
+    (a,) = await env.start("a")
+    await env.apply([route_config("http", [
+        route(match=rc.RouteMatch(prefix="/"), route=action("a", timeout=ms(200)))])])
+    start = time.monotonic()
+    r = await fetch(env.port, "/", headers={"x-delay-ms": "1000"})
+    assert (r.status, r.body) == (504, b"upstream request timeout")
+    assert time.monotonic() - start < 0.6
+    assert env.proxy.counter("cluster.a.upstream_rq_timeout") == 1  # type: ignore[union-attr]
+    assert (await fetch(env.port, "/")).status == 200
+
+
+async def test_post_body_is_replayed_on_retry(env: Env) -> None:
+    await two_host_env(env, action(retry_policy=retry("5xx", 3, retry_host_predicate=[
+        rc.RetryPolicy.RetryHostPredicate(name="envoy.retry_host_predicates.previous_hosts")])))
+    for _ in range(4):
+        r = await fetch(env.port, "/", method="POST", body=b"payload" * 1000,
+                        headers={"x-fail-on": "a"})
+        assert r.status == 200
+        assert r.json()["body"] == "payload" * 1000
+
+
+async def test_outlier_detection_ejects_failing_host(env: Env) -> None:
+    a, b = await env.start("a", "b")
+    od = outlier_detection_pb2.OutlierDetection(consecutive_5xx={"value": 2},
+                                                max_ejection_percent={"value": 50})
+    await env.apply(
+        [route_config("http", [route("/", cluster="svc")])],
+        clusters=[eds_cluster("svc", outlier_detection=od)],
+        assignments=[load_assignment("svc", [a.port, b.port])],
+    )
+    for _ in range(8):
+        await fetch(env.port, "/", headers={"x-fail-on": "a"})
+    servers = [(await fetch(env.port, "/", headers={"x-fail-on": "a"})).json()["server"]
+               for _ in range(6)]
+    assert servers == ["b"] * 6
+
+
+async def test_mirror_reaches_shadow_cluster_with_suffixed_host(env: Env) -> None:
+    main, shadow = await env.start("main", "shadow")
+    mirror = rc.RouteAction.RequestMirrorPolicy(cluster="shadow")
+    await env.apply([route_config("http", [route(match=rc.RouteMatch(prefix="/"), route=action(
+        "main", request_mirror_policies=[mirror]))])])
+    r = await fetch(env.port, "/m", host="reviews:9080", method="POST", body=b"hello",
+                    headers={"x-delay-ms": "0"})
+    assert r.status == 200 and r.json()["server"] == "main"
+    for _ in range(50):
+        if shadow.received:
+            break
+        await asyncio.sleep(0.02)
+    got = shadow.received[0]
+    assert got.headers["host"] == "reviews-shadow:9080"
+    assert got.body == b"hello"
+    assert main.received[0].headers["host"] == "reviews:9080"
+
+
+async def test_failing_mirror_never_fails_the_request(env: Env) -> None:
+    (main,) = await env.start("main")
+    mirror = rc.RouteAction.RequestMirrorPolicy(cluster="gone")
+    await env.apply([route_config("http", [route(match=rc.RouteMatch(prefix="/"), route=action(
+        "main", request_mirror_policies=[mirror]))])],
+        clusters=[eds_cluster("main"), eds_cluster("gone")],
+        assignments=[load_assignment("main", [main.port]), load_assignment("gone", [1])])
+    for _ in range(3):
+        assert (await fetch(env.port, "/")).status == 200
+
+
+async def test_access_log_written_at_stream_end(env: Env, tmp_path) -> None:
+    log_path = tmp_path / "access.log"
+    await env.start("a")
+    await env.apply([route_config("http", [route("/", cluster="a")], domains=["example.com"])],
+                    access_log_path=str(log_path))
+    await fetch(env.port, "/x")
+    await fetch(env.port, "/y", host="nope")
+    from pistio.proxy.http.connection_manager import AccessLogFile
+
+    AccessLogFile.flush_all()
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 2
+    assert '"GET /x HTTP/1.1" 200 - ' in lines[0]
+    assert '"GET /y HTTP/1.1" 404 NR ' in lines[1]
