@@ -2,22 +2,40 @@
 
 Every listener with ``bind_to_port`` (Envoy's default) gets a socket on its address and port
 with ``SO_REUSEPORT``, so all workers listen on the same port and the kernel spreads the
-connections. For each accepted connection the listener:
+connections. Each accepted socket goes through Envoy's connection set-up:
 
-1. finds the connection's destination (``original_destination``: the seam where the
-   ``SO_ORIGINAL_DST`` lookup of iptables-redirected connections plugs in; today the local
-   address) and, for a ``use_original_dst`` listener (Istio's ``virtualOutbound``), hands the
-   connection to the listener bound — or not bound — to that destination, if there is one;
-2. selects the filter chain with Envoy's filter chain match (``select_filter_chain``); no match:
+1. its destination: for a listener with ``use_original_dst`` (Istio's ``virtualOutbound``,
+   15001) or an ``original_dst`` listener filter (``virtualInbound``, 15006) the address the
+   client dialled before iptables' REDIRECT (``SO_ORIGINAL_DST``), else the local address;
+2. the ``use_original_dst`` hand-off: the connection moves to the listener — bound or not —
+   whose address is that destination, the exact ``ip:port`` first, then ``0.0.0.0:port``; with
+   none it stays on the accepting listener, whose chains pass it through (PassthroughCluster)
+   or drop it (BlackHoleCluster, and the chain for connections addressed to 15001 itself);
+3. the serving listener's listener filters: ``tls_inspector`` and ``http_inspector`` peek at
+   the first bytes (nothing is consumed) for SNI, ALPN and the sniffed HTTP version;
+4. the filter chain match (``select_filter_chain``) on what the previous steps found; no match:
    the connection is closed (``no_filter_chain_match``);
-3. gives the connection to the chain's network filter. HTTP connection manager chains are
-   served here; TCP proxy and TLS chains are the network layer's (``pistio/proxy/network``):
-   until it plugs in at ``serve_other_chain`` they are closed.
+5. the chain's network filter: the HTTP connection manager, or ``tcp_proxy`` (its cluster's
+   host, or the original destination for an ``ORIGINAL_DST`` cluster). Other chains (TLS
+   termination) go to ``serve_other_chain`` when something installs it, else are closed.
+
+Steps 1, 2 and 4 run synchronously in the accept callback; a task per connection then waits
+for the listener filters (only when the listener peeks), attaches the HTTP protocol
+(``connect_accepted_socket``) or runs the TCP relay.
+
+Statistics: ``downstream_cx_total`` counts on the listener that serves the connection (after
+the hand-off), as the connection belongs to it in Envoy; listener-filter failures count as
+``downstream_pre_cx_timeout``, ``downstream_listener_filter_remote_close`` and
+``downstream_listener_filter_error``.
 
 On each snapshot: new listeners are bound; a listener whose config changed keeps its socket and
-serves *new* connections with the new config; a removed listener's socket stops accepting. In
-every case the connections already accepted keep the config (chain, connection manager) they
-started with until they close, as Envoy drains its old listeners.
+serves *new* connections with the new config, while the connections already accepted keep the
+config (chain, connection manager, TCP proxy) they started with until they close, as Envoy
+drains its old listeners. A removed listener's socket stops accepting and its TCP proxy
+sessions are closed (Envoy's drain without the grace period).
+
+Tests replace :attr:`ListenerManager.original_destination` (the ``SO_ORIGINAL_DST`` lookup) to
+play iptables' part without root: it receives the accepted socket and returns ``(ip, port)``.
 """
 
 from __future__ import annotations
@@ -29,16 +47,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo
+from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo, StreamInfo
 from pistio.proxy.config.listener_config import (
     ConnInfo,
     FilterChainConfig,
     ListenerConfig,
+    ListenerFilterConfig,
+    ListenerFilterKind,
     original_dst_listener,
 )
-from pistio.proxy.http.connection_manager import HttpConnectionManager
+from pistio.proxy.filters.listener.inspection import InspectionVerdict, InspectorStats, inspect
+from pistio.proxy.http.connection_manager import HttpConnectionManager, build_access_loggers
 from pistio.proxy.http.headers import RequestIdGenerator
 from pistio.proxy.http.timeouts import DeadlineSweeper
+from pistio.proxy.network import original_dst
+from pistio.proxy.network.tcp_proxy import TcpProxyFilter, TcpUpstreams
 from pistio.proxy.router.router import RouterContext
 from pistio.proxy.runtime.cluster_manager import ClusterManager
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder
@@ -48,88 +71,79 @@ from pistio.proxy.stats.store import StatsStore
 log = logging.getLogger("pistio.proxy.listeners")
 
 LISTEN_BACKLOG = 1024
+# Accepts per readiness callback: enough to drain a burst, bounded so one busy listener does
+# not starve the loop's other callbacks.
+ACCEPT_BATCH = 64
 
+OriginalDestination = Callable[[socket.socket], "tuple[str, int]"]
 
-def original_destination(sock: Any) -> tuple[str, int]:
-    """Where the client meant to connect: the seam for ``SO_ORIGINAL_DST`` (the network
-    layer's ``original_dst`` plugs in here). ``sock`` is the accepted socket (asyncio's
-    ``TransportSocket``: ``getsockname``, ``getsockopt``, ``fileno``). Today: the local
-    address, which is the destination of a connection nobody redirected."""
-    local = sock.getsockname()
-    return local[0], local[1]
-
-
-# Serves a connection whose chain is not an HTTP connection manager (TCP proxy, TLS); the
-# network layer installs one. ``None``: such connections are closed.
-OtherChainServer = Callable[[Any, ListenerConfig, FilterChainConfig, ConnInfo], None]
+# Serves an accepted socket whose chain is neither an HTTP connection manager nor a TCP proxy
+# (TLS termination, later). ``None``: such connections are closed.
+OtherChainServer = Callable[[socket.socket, ListenerConfig, FilterChainConfig, ConnInfo], None]
 serve_other_chain: OtherChainServer | None = None
+
+_SNIFFERS = (ListenerFilterKind.TLS_INSPECTOR, ListenerFilterKind.HTTP_INSPECTOR)
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerRuntime:
-    """A listener's config with the connection managers of its HTTP chains (by chain id)."""
+    """A listener's config with what is compiled for it once: the connection managers of its
+    HTTP chains and the TCP proxies of its ``tcp_proxy`` chains (both by ``id(chain)``)."""
 
     config: ListenerConfig
     managers: Mapping[int, HttpConnectionManager]
+    tcp_proxies: Mapping[int, TcpProxyFilter]
     stats: ListenerStats
+    # The destination comes from SO_ORIGINAL_DST (use_original_dst or the original_dst filter).
+    reads_original_dst: bool
+    sniffers: tuple[ListenerFilterConfig, ...]  # tls_inspector / http_inspector entries
+
+    def sniffs(self, dst_port: int) -> bool:
+        # A loop, not any(<generator>): this runs per connection, usually on an empty tuple.
+        for f in self.sniffers:  # noqa: SIM110
+            if f.enabled_for(dst_port):
+                return True
+        return False
+
+    def close_tcp_sessions(self) -> None:
+        for proxy in self.tcp_proxies.values():
+            proxy.close_all()
 
 
 class BoundListener:
-    """One listening socket; ``runtime`` is swapped when the listener's config changes."""
+    """One listening socket, accepted from on the loop's readiness callback; ``runtime`` is
+    swapped when the listener's config changes."""
 
-    def __init__(self, manager: ListenerManager, runtime: ListenerRuntime) -> None:
+    def __init__(self, manager: ListenerManager, runtime: ListenerRuntime,
+                 sock: socket.socket) -> None:
         self.manager = manager
         self.runtime = runtime
-        self.server: asyncio.AbstractServer | None = None
+        self.sock = sock
+        self.closed = False
+        manager.loop.add_reader(sock.fileno(), self._on_readable)
 
-    def protocol(self) -> asyncio.Protocol:
-        return _Accepted(self)
+    def _on_readable(self) -> None:
+        sock = self.sock
+        accepted = self.manager.accepted
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # EMFILE, ENFILE, ENOBUFS: try again on the next wake-up
+                log.warning("listener %s: accept failed: %s", self.runtime.config.name, err)
+                return
+            accepted(self.runtime, conn)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.manager.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
-class _Accepted(asyncio.Protocol):
-    """Lives for the accept only: picks the listener and chain, then hands the transport to
-    the chain's protocol (``set_protocol``)."""
-
-    __slots__ = ("bound",)
-
-    def __init__(self, bound: BoundListener) -> None:
-        self.bound = bound
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        manager = self.bound.manager
-        runtime = self.bound.runtime
-        runtime.stats.downstream_cx_total += 1
-        dst_ip, dst_port = original_destination(transport.get_extra_info("socket"))
-        listener = runtime.config
-        if listener.use_original_dst:
-            target = original_dst_listener(manager.snapshot.listeners_by_address, dst_ip,
-                                           dst_port)
-            if target is not None and target is not listener:
-                handed = manager.runtimes.get(target.name)
-                if handed is not None:
-                    runtime = handed
-                    listener = target
-        peer = transport.get_extra_info("peername") or ("", 0)
-        info = ConnInfo(dst_ip, dst_port, peer[0], peer[1])
-        chain = listener.select_filter_chain(info)
-        if chain is None:
-            runtime.stats.no_filter_chain_match += 1
-            transport.close()
-            return
-        hcm = runtime.managers.get(id(chain))
-        if hcm is None:
-            if serve_other_chain is not None:
-                serve_other_chain(transport, listener, chain, info)
-            else:
-                transport.close()
-            return
-        downstream = DownstreamConnectionInfo((dst_ip, dst_port), peer)
-        protocol = hcm.connection(downstream)
-        transport.set_protocol(protocol)  # type: ignore[attr-defined]
-        protocol.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced at once
-        pass
+def _unmap(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 class ListenerManager:
@@ -149,11 +163,16 @@ class ListenerManager:
         self.store = store
         self.sweeper = sweeper
         self.router_context = RouterContext(loop, clusters, store)
+        self.tcp_upstreams = TcpUpstreams.from_cluster_manager(clusters)
+        self.inspector_stats = InspectorStats(store)
         self.request_ids = RequestIdGenerator()
         self.snapshot: ConfigSnapshot = holder.current
         self.runtimes: dict[str, ListenerRuntime] = {}
         self.bound: dict[tuple[str, int], BoundListener] = {}
-        self._pending: set[asyncio.Task[None]] = set()
+        # Connections in set-up (listener filters, attach) or relayed by a TCP proxy.
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # The SO_ORIGINAL_DST lookup; tests put a fake in its place (see the module docstring).
+        self.original_destination: OriginalDestination = original_dst.original_destination
 
     # --- following config ----------------------------------------------------------------------
 
@@ -166,6 +185,9 @@ class ListenerManager:
                 runtimes[name] = old
             else:
                 runtimes[name] = self._runtime(config)
+        for name, old in self.runtimes.items():
+            if name not in runtimes:
+                old.close_tcp_sessions()
         self.runtimes = runtimes
         wanted = {
             (cfg.address, cfg.port): runtimes[name]
@@ -174,67 +196,174 @@ class ListenerManager:
         for key, bound in list(self.bound.items()):
             if key not in wanted:
                 del self.bound[key]
-                if bound.server is not None:
-                    bound.server.close()  # stops accepting; accepted connections carry on
+                bound.close()  # stops accepting; accepted connections carry on
         for key, runtime in wanted.items():
             bound = self.bound.get(key)
             if bound is not None:
                 bound.runtime = runtime
-                continue
-            bound = self.bound[key] = BoundListener(self, runtime)
-            self._bind(bound, key)
+            else:
+                self._bind(runtime, key)
 
     def _runtime(self, config: ListenerConfig) -> ListenerRuntime:
         managers: dict[int, HttpConnectionManager] = {}
+        tcp_proxies: dict[int, TcpProxyFilter] = {}
         chains = list(enumerate(config.filter_chains))
         if config.default_filter_chain is not None:
             chains.append((-1, config.default_filter_chain))
         for index, chain in chains:
-            if chain.http is None or chain.tls is not None:
-                continue
-            managers[id(chain)] = HttpConnectionManager(
-                chain.http, config.name, index, self.holder, self.router_context,
-                self.sweeper, self.store, config.per_connection_buffer_limit, self.request_ids,
-            )
+            if chain.tls is not None:
+                continue  # TLS termination: serve_other_chain
+            if chain.http is not None:
+                managers[id(chain)] = HttpConnectionManager(
+                    chain.http, config.name, index, self.holder, self.router_context,
+                    self.sweeper, self.store, config.per_connection_buffer_limit,
+                    self.request_ids,
+                )
+            elif chain.tcp_proxy is not None:
+                tcp_proxies[id(chain)] = TcpProxyFilter(
+                    chain.tcp_proxy, self.tcp_upstreams, self.store,
+                    downstream_buffer_limit=config.per_connection_buffer_limit,
+                    on_complete=_access_logger(chain),
+                )
         stat_name = config.stat_prefix or listener_stat_name(config.address, config.port)
-        return ListenerRuntime(config, managers, self.store.listener(stat_name))
+        reads_original_dst = config.use_original_dst or any(
+            f.kind is ListenerFilterKind.ORIGINAL_DST and f.enabled_for(config.port)
+            for f in config.listener_filters
+        )
+        sniffers = tuple(f for f in config.listener_filters if f.kind in _SNIFFERS)
+        return ListenerRuntime(config, managers, tcp_proxies, self.store.listener(stat_name),
+                               reads_original_dst, sniffers)
 
-    def _bind(self, bound: BoundListener, key: tuple[str, int]) -> None:
+    def _bind(self, runtime: ListenerRuntime, key: tuple[str, int]) -> None:
         lm = self.store.listener_manager()
         try:
             sock = _listening_socket(*key)
         except OSError as err:
             lm.listener_create_failure += 1
-            log.error("listener %s cannot bind %s:%d: %s", bound.runtime.config.name, key[0],
+            log.error("listener %s cannot bind %s:%d: %s", runtime.config.name, key[0],
                       key[1], err)
-            del self.bound[key]
             return
         lm.listener_create_success += 1
-        task = self.loop.create_task(self._serve(bound, sock, key))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _serve(self, bound: BoundListener, sock: socket.socket,
-                     key: tuple[str, int]) -> None:
-        server = await self.loop.create_server(bound.protocol, sock=sock,
-                                               backlog=LISTEN_BACKLOG)
-        if self.bound.get(key) is not bound:
-            server.close()  # removed while starting
-            return
-        bound.server = server
+        self.bound[key] = BoundListener(self, runtime, sock)
 
     async def wait_bound(self) -> None:
-        """Until every socket of the last ``apply`` accepts (tests, start-up)."""
-        while self._pending:
-            await asyncio.gather(*self._pending)
+        """Until every socket of the last ``apply`` accepts (tests, start-up): binding is
+        synchronous, so this only yields once."""
+        await asyncio.sleep(0)
+
+    # --- connection set-up ---------------------------------------------------------------------
+
+    def accepted(self, runtime: ListenerRuntime, sock: socket.socket) -> None:
+        """A socket accepted on ``runtime``'s listener: steps 1 to 5 of the module docstring."""
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = sock.getsockname()
+            peer = sock.getpeername()
+            if runtime.reads_original_dst:
+                dst = self.original_destination(sock)
+            else:
+                dst = (_unmap(local[0]), local[1])
+        except OSError:  # the peer is already gone
+            sock.close()
+            return
+        listener = runtime.config
+        if listener.use_original_dst:
+            target = original_dst_listener(self.snapshot.listeners_by_address, dst[0], dst[1])
+            if target is not None and target is not listener:
+                handed = self.runtimes.get(target.name)
+                if handed is not None:
+                    runtime = handed
+        runtime.stats.downstream_cx_total += 1
+        if runtime.sniffs(dst[1]):
+            self._track(self.loop.create_task(self._inspect_then_serve(runtime, sock, dst, peer)))
+            return
+        self._serve(runtime, sock, ConnInfo(dst[0], dst[1], _unmap(peer[0]), peer[1]))
+
+    async def _inspect_then_serve(self, runtime: ListenerRuntime, sock: socket.socket,
+                                  dst: tuple[str, int], peer: Any) -> None:
+        config = runtime.config
+        try:
+            found = await inspect(
+                sock, self.loop, config.listener_filters, config.listener_filters_timeout,
+                continue_on_timeout=config.continue_on_listener_filters_timeout,
+                original_dst=dst, stats=self.inspector_stats,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        if found.conn is None:
+            stats = runtime.stats
+            if found.verdict is InspectionVerdict.TIMEOUT:
+                stats.downstream_pre_cx_timeout += 1
+            elif found.verdict is InspectionVerdict.REMOTE_CLOSE:
+                stats.downstream_listener_filter_remote_close += 1
+            else:
+                stats.downstream_listener_filter_error += 1
+            sock.close()
+            return
+        self._serve(runtime, sock, found.conn)
+
+    def _serve(self, runtime: ListenerRuntime, sock: socket.socket, conn: ConnInfo) -> None:
+        chain = runtime.config.select_filter_chain(conn)
+        if chain is None:
+            runtime.stats.no_filter_chain_match += 1
+            sock.close()
+            return
+        downstream = DownstreamConnectionInfo((conn.dst_ip, conn.dst_port),
+                                              (conn.src_ip, conn.src_port))
+        key = id(chain)
+        hcm = runtime.managers.get(key)
+        if hcm is not None:
+            self._track(self.loop.create_task(self._attach(sock, hcm.connection(downstream))))
+            return
+        tcp = runtime.tcp_proxies.get(key)
+        if tcp is not None:
+            self._track(self.loop.create_task(
+                tcp.serve(sock, conn, downstream=downstream, loop=self.loop)))
+            return
+        if serve_other_chain is not None:
+            serve_other_chain(sock, runtime.config, chain, conn)
+        else:
+            sock.close()
+
+    async def _attach(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError:
+            sock.close()
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection set-up failed", exc_info=task.exception())
 
     def close(self) -> None:
         for bound in self.bound.values():
-            if bound.server is not None:
-                bound.server.close()
+            bound.close()
         self.bound.clear()
-        for task in self._pending:
+        for runtime in self.runtimes.values():
+            runtime.close_tcp_sessions()
+        for task in list(self._tasks):
             task.cancel()
+
+
+def _access_logger(chain: FilterChainConfig) -> Callable[[StreamInfo], None] | None:
+    """The ``tcp_proxy``'s access logs (file, stdout, stderr) as its ``on_complete``."""
+    assert chain.tcp_proxy is not None
+    loggers = build_access_loggers(chain.tcp_proxy.access_logs)
+    if not loggers:
+        return None
+
+    def write(info: StreamInfo) -> None:
+        for formatter, sink in loggers:
+            sink.write(formatter.format(info))
+
+    return write
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
