@@ -51,6 +51,12 @@ from pistio.proxy.http.codec_options import HttpConnectionOptions
 from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
 from pistio.proxy.http.headers import Fields, RequestIdGenerator
 from pistio.proxy.http.http1_downstream import Http1ServerConnection, Http1Stream
+from pistio.proxy.http.http2_downstream import (
+    H2_PREFACE,
+    Http2ServerConnection,
+    Http2Settings,
+    Http2Stream,
+)
 from pistio.proxy.http.timeouts import DeadlineSweeper
 from pistio.proxy.router.router import RouterContext, RouterStream
 from pistio.proxy.runtime.snapshot import SnapshotHolder
@@ -60,6 +66,10 @@ if TYPE_CHECKING:
     from pistio.proxy.stats.families import HttpConnectionManagerStats
 
 _INF = float("inf")
+# HttpConnectionManager.CodecType
+CODEC_AUTO = 0
+CODEC_HTTP1 = 1
+CODEC_HTTP2 = 2
 DEFAULT_DOWNSTREAM_IDLE_TIMEOUT = 3600.0  # common_http_protocol_options.idle_timeout
 STREAM_TIMEOUT_BODY = b"stream timeout"
 REQUEST_TIMEOUT_BODY = b"request timeout"
@@ -185,18 +195,43 @@ class HttpConnectionManager:
         self.stream_idle_timeout = config.stream_idle_timeout or 0.0
         self.request_timeout = config.request_timeout or 0.0
         self.rds_name = config.rds_route_config_name
+        # http2_protocol_options: the listener compiles max_concurrent_streams; the windows
+        # keep Envoy's defaults (256 MiB).
+        self.http2_settings = Http2Settings.of(config.max_concurrent_streams)
 
     def route_table(self) -> RouteTable | None:
         return self.holder.current.route_table(self.listener_name, self.chain_index,
                                                self.rds_name)
 
-    def connection(self, downstream: DownstreamConnectionInfo | None = None
-                   ) -> Http1ServerConnection:
+    def connection(self, downstream: DownstreamConnectionInfo | None = None,
+                   alpn: str | None = None) -> asyncio.Protocol:
+        """The codec for a new downstream connection (Envoy's ``codec_type``): HTTP/1.1 or
+        HTTP/2 when configured so; AUTO picks HTTP/2 when TLS negotiated ALPN ``h2`` or the
+        first bytes are the HTTP/2 connection preface (prior-knowledge h2c), else HTTP/1.1."""
+        codec = self.config.codec_type
+        if codec == CODEC_HTTP2 or (codec == CODEC_AUTO and alpn == "h2"):
+            return self.http2_connection(downstream)
+        if codec == CODEC_AUTO and alpn is None:
+            return CodecSniffer(self, downstream)
+        return self.http1_connection(downstream)
+
+    def http1_connection(self, downstream: DownstreamConnectionInfo | None
+                         ) -> Http1ServerConnection:
         conn = Http1ServerConnection(self, self.options, self.sweeper, self.request_ids)
         conn.downstream_info = downstream  # type: ignore[attr-defined]
         stats = self.stats
         stats.downstream_cx_total += 1
         stats.downstream_cx_http1_total += 1
+        return conn
+
+    def http2_connection(self, downstream: DownstreamConnectionInfo | None
+                         ) -> Http2ServerConnection:
+        conn = Http2ServerConnection(self, self.options, self.http2_settings, self.sweeper,
+                                     self.request_ids)
+        conn.downstream_info = downstream
+        stats = self.stats
+        stats.downstream_cx_total += 1
+        stats.downstream_cx_http2_total += 1
         return conn
 
     # --- the codec's stream handler ---------------------------------------------------------------
@@ -207,6 +242,53 @@ class HttpConnectionManager:
         stats.downstream_rq_http1_total += 1
         stats.downstream_rq_active += 1
         ActiveStream(self, stream).decode(0)
+
+    def on_http2_request(self, stream: Http2Stream) -> None:
+        stats = self.stats
+        stats.downstream_rq_total += 1
+        stats.downstream_rq_http2_total += 1
+        stats.downstream_rq_active += 1
+        ActiveStream(self, stream).decode(0)  # type: ignore[arg-type]
+
+
+class CodecSniffer(asyncio.Protocol):
+    """``codec_type: AUTO`` without ALPN: reads until the first bytes tell the HTTP/2
+    connection preface from an HTTP/1 request line, then hands the transport (and the bytes
+    read) to that codec. Envoy's AUTO does the same on plaintext connections."""
+
+    __slots__ = ("hcm", "downstream", "transport", "buffered")
+
+    def __init__(self, hcm: HttpConnectionManager,
+                 downstream: DownstreamConnectionInfo | None) -> None:
+        self.hcm = hcm
+        self.downstream = downstream
+        self.transport: asyncio.BaseTransport | None = None
+        self.buffered = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        data = self.buffered + data if self.buffered else data
+        n = min(len(data), len(H2_PREFACE))
+        if data[:n] == H2_PREFACE[:n]:
+            if n < len(H2_PREFACE):
+                self.buffered = data  # could still be the preface: wait for more
+                return
+            protocol: asyncio.Protocol = self.hcm.http2_connection(self.downstream)
+        else:
+            protocol = self.hcm.http1_connection(self.downstream)
+        transport = self.transport
+        assert transport is not None
+        transport.set_protocol(protocol)  # type: ignore[attr-defined]
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
 
 
 class ActiveStream:
@@ -223,7 +305,9 @@ class ActiveStream:
         self.stream = stream
         downstream = getattr(stream.conn, "downstream_info", None)
         info = self.info = StreamInfo(downstream)
-        info.protocol = "HTTP/1.1" if stream.head.version == "1.1" else "HTTP/1.0"
+        version = stream.head.version
+        info.protocol = ("HTTP/1.1" if version == "1.1" else "HTTP/2" if version == "2"
+                         else "HTTP/1.0")
         info.request_headers = stream.head
         self.route_table = hcm.route_table()
         self._route: Route | None = None

@@ -7,7 +7,11 @@ The conditions (``retry_on``) as Envoy's router applies them:
   response header matching one of ``retriable_headers``;
 - no response (the upstream reset or closed, or the per-try timeout fired): ``5xx``,
   ``gateway-error`` and ``reset``; a failed or timed-out *connect* also ``connect-failure``;
-  ``refused-stream`` is an HTTP/2 reset code and never occurs on HTTP/1.1.
+  ``refused-stream`` is an HTTP/2 reset code and never occurs on HTTP/1.1;
+- gRPC (``x-envoy-retry-grpc-on`` names, also accepted in ``retry_on``): ``cancelled``,
+  ``deadline-exceeded``, ``internal``, ``resource-exhausted``, ``unavailable`` match the
+  ``grpc-status`` of a response's *headers* (a trailers-only response): Envoy decides retries
+  when the headers arrive, and a status in trailers comes after the response went downstream.
 
 Each retry needs a token from the cluster's ``max_retries`` circuit breaker (refused: the
 outcome stands and ``upstream_rq_retry_overflow`` counts it) and waits Envoy's jittered
@@ -21,6 +25,7 @@ from __future__ import annotations
 import random
 
 from pistio.proxy.config.route_action import RetryOn, RetryPolicy, retry_backoff
+from pistio.proxy.http import http2_grpc as grpc
 from pistio.proxy.http.headers import Fields
 from pistio.proxy.upstream.circuit_breaker import CircuitBreakers
 
@@ -28,6 +33,15 @@ _RESPONSE_5XX = RetryOn.FIVE_XX
 _GATEWAY = RetryOn.GATEWAY_ERROR
 _ON_RESET = RetryOn.FIVE_XX | RetryOn.GATEWAY_ERROR | RetryOn.RESET
 _ON_CONNECT_FAILURE = _ON_RESET | RetryOn.CONNECT_FAILURE
+GRPC_RETRY_ON = (RetryOn.GRPC_CANCELLED | RetryOn.GRPC_DEADLINE_EXCEEDED | RetryOn.GRPC_INTERNAL
+                 | RetryOn.GRPC_RESOURCE_EXHAUSTED | RetryOn.GRPC_UNAVAILABLE)
+_GRPC_STATUS_RETRY_ON = {
+    grpc.CANCELLED: RetryOn.GRPC_CANCELLED,
+    grpc.DEADLINE_EXCEEDED: RetryOn.GRPC_DEADLINE_EXCEEDED,
+    grpc.INTERNAL: RetryOn.GRPC_INTERNAL,
+    grpc.RESOURCE_EXHAUSTED: RetryOn.GRPC_RESOURCE_EXHAUSTED,
+    grpc.UNAVAILABLE: RetryOn.GRPC_UNAVAILABLE,
+}
 
 
 class RetryState:
@@ -53,6 +67,10 @@ class RetryState:
             return True
         if on & RetryOn.RETRIABLE_STATUS_CODES and status in self.policy.retriable_status_codes:
             return True
+        if on & GRPC_RETRY_ON:
+            code = grpc.grpc_status_of(fields)
+            if code is not None and on & _GRPC_STATUS_RETRY_ON.get(code, RetryOn.NONE):
+                return True
         if on & RetryOn.RETRIABLE_HEADERS and self.policy.retriable_headers:
             index = {n.lower(): v for n, v in fields}
             return any(m.matches_headers(index) for m in self.policy.retriable_headers)

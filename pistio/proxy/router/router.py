@@ -50,10 +50,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pistio.proxy.access_log import response_flags as rf
+from pistio.proxy.config.cluster_config import UpstreamProtocol
 from pistio.proxy.config.route_action import (
     ClusterWeight,
     CookieHash,
     HeaderHash,
+    MaxStreamDuration,
     QueryParameterHash,
     RetryOn,
     RouteAction,
@@ -63,6 +65,7 @@ from pistio.proxy.config.route_action import (
     rewritten_path,
 )
 from pistio.proxy.config.route_table import Route
+from pistio.proxy.http import http2_grpc as grpc
 from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
 from pistio.proxy.http.headers import (
     X_ENVOY_DECORATOR_OPERATION,
@@ -72,7 +75,7 @@ from pistio.proxy.http.headers import (
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
 from pistio.proxy.router.header_mutation import mutate_request, mutate_response
 from pistio.proxy.router.mirror import ShadowRequest, shadow_head
-from pistio.proxy.router.retry_state import RetryState
+from pistio.proxy.router.retry_state import GRPC_RETRY_ON, RetryState
 from pistio.proxy.router.upstream_request import UpstreamRequest
 from pistio.proxy.runtime.cluster_manager import ClusterManager, ClusterRuntime
 from pistio.proxy.stats.families import ClusterStats
@@ -93,6 +96,10 @@ _OVERLOADED = [(X_ENVOY_OVERLOADED, b"true")]
 
 # ResponseFlag (the codecs' enum) → the access log's bit.
 FLAG_BITS = {flag: rf.from_short_string(flag.value) for flag in ResponseFlag}
+
+# Retry conditions decided from a response's headers even when its status is 2xx
+# (gRPC's trailers-only responses carry grpc-status in the headers).
+_HEADER_DRIVEN_RETRIES = RetryOn.RETRIABLE_HEADERS | GRPC_RETRY_ON
 
 _CONNECT_FAILURES = (UpstreamFailure.CONNECTION_FAILURE, UpstreamFailure.CONNECTION_TIMEOUT)
 
@@ -155,6 +162,7 @@ class RouterStream:
         "body_limit", "unsent", "unsent_bytes", "request_done", "response_started",
         "done", "hash_key", "waiting_for_connection", "include_attempt_count",
         "attempt_count_in_response", "retried", "gate_paused", "holding_retry",
+        "duration_timer",
     )
 
     def __init__(self, s: ActiveStream, ctx: RouterContext, config: RouterConfig) -> None:
@@ -191,6 +199,7 @@ class RouterStream:
         self.gate_paused = False
         # A granted retry's circuit-breaker token, until its attempt takes it over.
         self.holding_retry = False
+        self.duration_timer: asyncio.TimerHandle | None = None
 
     # --- decoding the request ------------------------------------------------------------------
 
@@ -260,6 +269,8 @@ class RouterStream:
             self.retry = RetryState(policy)
             self.per_try_timeout = policy.per_try_timeout
         self.timeout = action.timeout if head.upgrade is None else 0.0
+        if action.max_stream_duration is not None:
+            self._arm_stream_duration(action.max_stream_duration)
         if not self.config.suppress_envoy_headers:
             expected = self.per_try_timeout or self.timeout
             if expected > 0:
@@ -279,6 +290,49 @@ class RouterStream:
         if self.request_done:
             self._request_complete_actions()
         self.start_attempt()
+
+    def _arm_stream_duration(self, msd: MaxStreamDuration) -> None:
+        """The route's ``max_stream_duration``; for a gRPC call with ``grpc-timeout`` and
+        ``grpc_timeout_header_max`` set, the header's value (capped, less the offset)."""
+        duration = msd.max_stream_duration or 0.0
+        if msd.grpc_timeout_header_max is not None:
+            head = self.stream.head
+            raw = head.index.get(grpc.GRPC_TIMEOUT)
+            if raw is not None and grpc.is_grpc(head.index.get(b"content-type")):
+                value = grpc.parse_grpc_timeout(raw)
+                if value is not None:
+                    cap = msd.grpc_timeout_header_max
+                    if cap > 0:
+                        value = min(value, cap)
+                    if msd.grpc_timeout_header_offset and value > msd.grpc_timeout_header_offset:
+                        value -= msd.grpc_timeout_header_offset
+                    duration = value
+        if duration > 0:
+            self.duration_timer = self.ctx.loop.call_later(duration, self._on_stream_duration)
+
+    def _on_stream_duration(self) -> None:
+        """Envoy's "max stream duration reached": a reset once the response began, else a
+        local reply (408 while the request is incomplete, 504 after) that a gRPC client reads
+        as DEADLINE_EXCEEDED."""
+        self.duration_timer = None
+        if self.done:
+            return
+        attempt = self.attempt
+        if attempt is not None:
+            self.attempt = None
+            attempt.cancel()
+            self._release(attempt)
+        self.s.info.response_flags |= rf.UPSTREAM_MAX_STREAM_DURATION_REACHED
+        if self.response_started:
+            self._end()
+            self.stream.conn.reset()
+            self.s.finish()
+            return
+        status = 504 if self.request_done else 408
+        self._local_failure(status, b"downstream duration timeout", 0, "max_duration_timeout",
+                            [(grpc.GRPC_STATUS, b"%d" % grpc.DEADLINE_EXCEEDED)]
+                            if grpc.is_grpc(self.stream.head.index.get(b"content-type"))
+                            else None)
 
     def _finalize_request_headers(self, route: Route, action: RouteAction) -> None:
         head = self.stream.head
@@ -440,7 +494,14 @@ class RouterStream:
             self._local_failure(503, NO_HEALTHY_UPSTREAM_BODY, rf.NO_HEALTHY_UPSTREAM,
                                 "no_healthy_upstream")
             return
-        pool = cluster.pools(self.ctx.loop).get((host.address, host.port))
+        pools = cluster.pools(self.ctx.loop)
+        http = cluster.config.http
+        if http.protocol is UpstreamProtocol.HTTP2 or (
+                http.protocol is UpstreamProtocol.USE_DOWNSTREAM
+                and self.stream.head.version == "2"):
+            pool = pools.get_h2((host.address, host.port), http)
+        else:
+            pool = pools.get((host.address, host.port))
         cb = cluster.circuit_breakers
         if not pool.idle and cb.requests.count >= cb.connections.limit:
             # HTTP/1.1: every busy connection carries one request; a new one would pass
@@ -562,7 +623,7 @@ class RouterStream:
         if detector is not None:
             detector.report_http_status(attempt.host, status)
         if self.retry is not None and status != 101 and (
-                status >= 300 or self.retry.retry_on & RetryOn.RETRIABLE_HEADERS):
+                status >= 300 or self.retry.retry_on & _HEADER_DRIVEN_RETRIES):
             decision = self._try_retry(None, status, fields)
             if decision:
                 attempt.cancel()
@@ -602,6 +663,15 @@ class RouterStream:
         s.info.bytes_sent += len(data)
         s.last_activity = self.ctx.loop.time()
         self.stream.on_response_body(data)
+
+    def on_upstream_trailers(self, fields: Fields) -> None:
+        """Response trailers go downstream when the downstream codec carries them (HTTP/2);
+        an HTTP/1.1 downstream drops them, as Envoy does unless trailers are enabled."""
+        if self.done:
+            return
+        send = getattr(self.stream, "on_response_trailers", None)
+        if send is not None:
+            send(fields)
 
     def on_upstream_complete(self, attempt: UpstreamRequest) -> None:
         if attempt is not self.attempt or self.done:
@@ -712,6 +782,9 @@ class RouterStream:
         if self.global_timer is not None:
             self.global_timer.cancel()
             self.global_timer = None
+        if self.duration_timer is not None:
+            self.duration_timer.cancel()
+            self.duration_timer = None
         if self.backoff_timer is not None:
             self.backoff_timer.cancel()
             self.backoff_timer = None

@@ -103,6 +103,11 @@ class UpstreamRequest:
         if not self.cancelled:
             self.router.on_upstream_body(data)
 
+    def on_response_trailers(self, fields: Fields) -> None:
+        """Response trailers (HTTP/2 upstreams: gRPC's ``grpc-status``)."""
+        if not self.cancelled:
+            self.router.on_upstream_trailers(fields)
+
     def on_response_complete(self) -> None:
         self.upstream = None
         if not self.cancelled:

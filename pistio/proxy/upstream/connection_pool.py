@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pistio.proxy.http.http1_upstream import Http1ClientConnection
+from pistio.proxy.http.http2_downstream import Http2Settings
 from pistio.proxy.http.stream_events import UpstreamFailure
 from pistio.proxy.http.timeouts import DeadlineSweeper
+from pistio.proxy.upstream.connection_pool_h2 import Http2ConnectionPool
 
 if TYPE_CHECKING:
+    from pistio.proxy.config.cluster_config import HttpProtocolConfig
     from pistio.proxy.http.http1_downstream import Http1Stream
 
 _INF = float("inf")
@@ -83,6 +86,10 @@ class Http1ConnectionPool:
             self.connect_failures += 1
             self._connect_failed(stream, UpstreamFailure.CONNECTION_FAILURE)
             return
+        if conn.closed:
+            # Closed before carrying a request (the peer spoke first, or hung up).
+            self._connect_failed(stream, UpstreamFailure.CONNECTION_TERMINATION)
+            return
         self.connections.add(conn)
         if stream.cancelled or stream.response_done:
             self.release(conn)
@@ -128,7 +135,8 @@ class Http1ConnectionPool:
 
 
 class UpstreamPools:
-    """This worker's pools, one per upstream (address, port)."""
+    """This worker's pools, one per upstream (address, port): HTTP/1.1 pools, and HTTP/2
+    pools for clusters whose protocol options ask for HTTP/2."""
 
     def __init__(
         self,
@@ -140,6 +148,20 @@ class UpstreamPools:
         self.options = options
         self._sweeper = sweeper
         self._pools: dict[tuple[str, int], Http1ConnectionPool] = {}
+        self._h2_pools: dict[tuple[str, int], Http2ConnectionPool] = {}
+
+    def get_h2(self, address: tuple[str, int], http: HttpProtocolConfig) -> Http2ConnectionPool:
+        """The HTTP/2 pool to ``address``; the cluster's ``http2_protocol_options`` shape a
+        pool when it is created."""
+        pool = self._h2_pools.get(address)
+        if pool is None:
+            settings = Http2Settings.of(http.max_concurrent_streams,
+                                        http.initial_stream_window_size,
+                                        http.initial_connection_window_size)
+            pool = self._h2_pools[address] = Http2ConnectionPool(
+                self.loop, address[0], address[1], settings, self.options.connect_timeout,
+                self.options.max_requests_per_connection)
+        return pool
 
     def get(self, address: tuple[str, int]) -> Http1ConnectionPool:
         pool = self._pools.get(address)
@@ -156,3 +178,6 @@ class UpstreamPools:
                 self._sweeper.unwatch(pool)
             pool.close()
         self._pools.clear()
+        for h2_pool in self._h2_pools.values():
+            h2_pool.close()
+        self._h2_pools.clear()
