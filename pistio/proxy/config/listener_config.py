@@ -50,6 +50,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from pistio.proxy.config.cluster_config import SanMatcher
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.route_action import compile_http_fault
+from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED
 from pistio.proxy.config.unsupported import unsupported_fields
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -211,31 +212,7 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset(
         {"common_tls_context", "require_client_certificate"}
     ),
-    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": frozenset(
-        {
-            "tls_params",
-            "tls_certificate_sds_secret_configs",
-            "combined_validation_context",
-            "validation_context_sds_secret_config",
-            "alpn_protocols",
-        }
-    ),
-    "envoy.extensions.transport_sockets.tls.v3.TlsParameters": frozenset(
-        {"tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites",
-         "ecdh_curves"}
-    ),
-    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext": (  # noqa: E501
-        frozenset({"default_validation_context", "validation_context_sds_secret_config"})
-    ),
-    "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": frozenset(
-        {"match_subject_alt_names"}
-    ),
-    "envoy.type.matcher.v3.StringMatcher": frozenset(
-        {"exact", "prefix", "suffix", "contains", "ignore_case"}
-    ),
-    "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": frozenset(
-        {"name", "sds_config"}
-    ),
+    **COMMON_TLS_ALLOWED,
 }
 
 
