@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -29,10 +28,6 @@ if TYPE_CHECKING:
     from pistio.xds.server import DiscoveryServer
 
 log = logging.getLogger("pistio.xds")
-
-
-def new_nonce() -> str:
-    return uuid.uuid4().hex
 
 
 def build_response(
@@ -63,10 +58,7 @@ def build_response(
         if not to_send:
             return None
         state.resource_versions.update((r.name, r.version) for r in to_send)
-    nonce = new_nonce()
-    state.version_sent = push.version_info
-    state.nonce_sent = nonce
-    state.sent_at = time.time()
+    nonce = state.record_send(push.version_info)
     server.stats.pushes[short_name(state.type_url)] += 1
     head = discovery_pb2.DiscoveryResponse(
         version_info=push.version_info,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,13 @@ class WatchState:
     @property
     def sync_status(self) -> str:
         return sync_status(self.nonce_sent, self.nonce_acked)
+
+    def record_send(self, version: str) -> str:
+        """Note a response about to go out (either protocol) and return its fresh nonce."""
+        self.nonce_sent = uuid.uuid4().hex
+        self.version_sent = version
+        self.sent_at = time.time()
+        return self.nonce_sent
 
 
 def sync_status(nonce_sent: str, nonce_acked: str) -> str:

@@ -21,7 +21,6 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pistio.xds import ack
-from pistio.xds.ads import new_nonce
 from pistio.xds.connection import Connection, PushEvent, WatchState
 from pistio.xds.push_request import PushRequest
 from pistio.xds.types import short_name
@@ -66,10 +65,7 @@ def build_response(
         state.resource_versions[r.name] = r.version
     for name in removed:
         state.resource_versions.pop(name, None)
-    nonce = new_nonce()
-    state.version_sent = push.version_info
-    state.nonce_sent = nonce
-    state.sent_at = time.time()
+    nonce = state.record_send(push.version_info)
     server.stats.pushes[short_name(state.type_url)] += 1
     head = discovery_pb2.DeltaDiscoveryResponse(
         system_version_info=push.version_info,
