@@ -481,8 +481,8 @@ class BackendRef(GatewayModel):
     weight: int | None = None
 
 
-class TCPRouteRule(GatewayModel):
-    """A TCP route rule: the backends connections are forwarded to."""
+class L4RouteRule(GatewayModel):
+    """A TCPRoute, TLSRoute or UDPRoute rule: the backends connections are forwarded to."""
 
     name: str | None = None
     backend_refs: list[BackendRef] = Field(default_factory=list)
@@ -492,15 +492,8 @@ class TCPRouteSpec(GatewayModel):
     """A TCPRoute: plain TCP forwarding from a listener."""
 
     parent_refs: list[ParentReference] = Field(default_factory=list)
-    rules: list[TCPRouteRule]
+    rules: list[L4RouteRule]
     use_default_gateways: str | None = None
-
-
-class TLSRouteRule(GatewayModel):
-    """A TLS route rule: the backends connections are forwarded to (by SNI)."""
-
-    name: str | None = None
-    backend_refs: list[BackendRef] = Field(default_factory=list)
 
 
 class TLSRouteSpec(GatewayModel):
@@ -508,22 +501,15 @@ class TLSRouteSpec(GatewayModel):
 
     parent_refs: list[ParentReference] = Field(default_factory=list)
     hostnames: list[str] = Field(default_factory=list)
-    rules: list[TLSRouteRule]
+    rules: list[L4RouteRule]
     use_default_gateways: str | None = None
-
-
-class UDPRouteRule(GatewayModel):
-    """A UDP route rule."""
-
-    name: str | None = None
-    backend_refs: list[BackendRef] = Field(default_factory=list)
 
 
 class UDPRouteSpec(GatewayModel):
     """A UDPRoute: UDP forwarding from a listener."""
 
     parent_refs: list[ParentReference] = Field(default_factory=list)
-    rules: list[UDPRouteRule]
+    rules: list[L4RouteRule]
     use_default_gateways: str | None = None
 
 

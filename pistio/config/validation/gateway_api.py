@@ -645,7 +645,7 @@ def validate_grpc_route(res: Resource, errs: FieldErrors) -> None:
 
 def _check_l4_rules(
     errs: FieldErrors,
-    rules: list[gw.TCPRouteRule] | list[gw.TLSRouteRule] | list[gw.UDPRouteRule],
+    rules: list[gw.L4RouteRule],
     min_backends: int,
 ) -> None:
     check_items(errs, "spec.rules", rules, 16, min_items=1)
