@@ -55,6 +55,7 @@ from pistio.proxy.http.headers import (
     apply_request_edits,
     reason_phrase,
 )
+from pistio.proxy.http.http2_connection import Http2ConnectionBase
 from pistio.proxy.http.http2_grpc import is_grpc, trailers_only_reply
 from pistio.proxy.http.local_reply import date_line
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
@@ -87,8 +88,12 @@ class Http2Settings:
     initial_connection_window_size: int = DEFAULT_INITIAL_CONNECTION_WINDOW
 
     @classmethod
-    def of(cls, max_concurrent_streams: int | None, stream_window: int | None = None,
-           connection_window: int | None = None) -> Http2Settings:
+    def of(
+        cls,
+        max_concurrent_streams: int | None,
+        stream_window: int | None = None,
+        connection_window: int | None = None,
+    ) -> Http2Settings:
         return cls(
             max_concurrent_streams or DEFAULT_MAX_CONCURRENT_STREAMS,
             stream_window or DEFAULT_INITIAL_STREAM_WINDOW,
@@ -97,10 +102,12 @@ class Http2Settings:
 
     def start(self, conn: h2.connection.H2Connection) -> None:
         """Announce the settings and open the connection window beyond the protocol's 64 KiB."""
-        conn.update_settings({
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.initial_stream_window_size,
-        })
+        conn.update_settings(
+            {
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.initial_stream_window_size,
+            }
+        )
         extra = self.initial_connection_window_size - _H2_DEFAULT_WINDOW
         if extra > 0:
             conn.increment_flow_control_window(extra)
@@ -133,15 +140,38 @@ class Http2Stream:
     """One HTTP/2 stream: the request for the pipeline, the response back to the client."""
 
     __slots__ = (
-        "h2", "conn", "stream_id", "loop", "gate", "head", "upstream", "request_done",
-        "response_started", "response_done", "chunked_in", "head_method", "sent_at",
-        "cancelled", "response_flag", "status", "grpc", "server_line", "downstream_info",
-        "_unacked", "_pending_headers", "_send", "_send_bytes", "_end_after",
-        "_trailers_after", "_peer_paused", "_sent_any",
+        "h2",
+        "conn",
+        "stream_id",
+        "loop",
+        "gate",
+        "head",
+        "upstream",
+        "request_done",
+        "response_started",
+        "response_done",
+        "chunked_in",
+        "head_method",
+        "sent_at",
+        "cancelled",
+        "response_flag",
+        "status",
+        "grpc",
+        "server_line",
+        "downstream_info",
+        "_unacked",
+        "_pending_headers",
+        "_send",
+        "_send_bytes",
+        "_end_after",
+        "_trailers_after",
+        "_peer_paused",
+        "_sent_any",
     )
 
-    def __init__(self, conn: Http2ServerConnection, stream_id: int, head: RequestHead,
-                 request_done: bool) -> None:
+    def __init__(
+        self, conn: Http2ServerConnection, stream_id: int, head: RequestHead, request_done: bool
+    ) -> None:
         self.h2 = conn
         self.conn = self  # the pipeline's per-"connection" calls are per stream here
         self.stream_id = stream_id
@@ -231,8 +261,9 @@ class Http2Stream:
 
     # --- response side, written by the pipeline -------------------------------------------------
 
-    def on_response_head(self, status: int, fields: Fields, has_length: bool,
-                         upgrade: bytes | None) -> None:
+    def on_response_head(
+        self, status: int, fields: Fields, has_length: bool, upgrade: bytes | None
+    ) -> None:
         self.response_started = True
         self.status = status
         headers: Fields = [(b":status", b"%d" % status)]
@@ -241,8 +272,12 @@ class Http2Stream:
             if lname not in RESPONSE_DROPPED:
                 headers.append((lname, value))
         headers.append((b"server", self.h2.server_name))
-        headers.append((b"x-envoy-upstream-service-time",
-                        b"%d" % int((self.loop.time() - self.sent_at) * 1000)))
+        headers.append(
+            (
+                b"x-envoy-upstream-service-time",
+                b"%d" % int((self.loop.time() - self.sent_at) * 1000),
+            )
+        )
         # Held until the body, the end or a flush: a trailers-only response (gRPC) must go out
         # as one HEADERS frame with END_STREAM.
         self._pending_headers = headers
@@ -358,8 +393,11 @@ class Http2Stream:
         self._sent_any = True
         while pos < size and window > 0:
             n = min(size - pos, window, frame)
-            h2c.send_data(sid, view[pos:pos + n].tobytes() if n != size else data,
-                          end_stream=end and pos + n == size)
+            h2c.send_data(
+                sid,
+                view[pos : pos + n].tobytes() if n != size else data,
+                end_stream=end and pos + n == size,
+            )
             pos += n
             window -= n
         if pos < size:
@@ -458,14 +496,14 @@ def _extra_fields(line: bytes, base: bytes) -> Fields:
     if len(line) == len(base):
         return []
     out: Fields = []
-    for raw in line[len(base):].split(b"\r\n"):
+    for raw in line[len(base) :].split(b"\r\n"):
         if raw:
             name, _, value = raw.partition(b": ")
             out.append((name.lower(), value))
     return out
 
 
-class Http2ServerConnection(asyncio.Protocol):
+class Http2ServerConnection(Http2ConnectionBase):
     """The downstream side of an HTTP/2 connection: the h2 state machine and its streams."""
 
     def __init__(
@@ -485,9 +523,14 @@ class Http2ServerConnection(asyncio.Protocol):
         self.server_name = options.server_name
         self.server_line = options.server_line
         self.downstream_info: Any = None
-        self.h2c = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False))
+        self.h2c = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Http2Stream] = {}
         self.closed = False
@@ -654,17 +697,7 @@ class Http2ServerConnection(asyncio.Protocol):
             elif self._sweeper is not None:
                 self._arm_idle()
 
-    def acknowledge(self, size: int, stream_id: int) -> None:
-        if size:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self.h2c.acknowledge_received_data(size, stream_id)
-
     # --- output --------------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        data = self.h2c.data_to_send()
-        if data and not self.closed and self.transport is not None:
-            self.transport.write(data)
 
     def _protocol_error(self) -> None:
         self.h2c.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
@@ -693,5 +726,3 @@ class Http2ServerConnection(asyncio.Protocol):
         self.h2c.close_connection(h2.errors.ErrorCodes.NO_ERROR)
         self.flush()
         self._close()
-
-

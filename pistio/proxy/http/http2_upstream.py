@@ -34,6 +34,7 @@ import h2.exceptions
 
 from pistio.proxy.http.flow_control import PEER_WRITE_BLOCKED, WRITE_HIGH_WATER, WRITE_LOW_WATER
 from pistio.proxy.http.headers import HOP_BY_HOP, RESPONSE_DROPPED, Fields
+from pistio.proxy.http.http2_connection import Http2ConnectionBase
 from pistio.proxy.http.stream_events import UpstreamFailure
 
 if TYPE_CHECKING:
@@ -47,9 +48,21 @@ class Http2ClientStream:
     """One request attempt on an upstream HTTP/2 connection."""
 
     __slots__ = (
-        "conn", "stream_id", "attempt", "down", "out", "_chunk_state", "_send",
-        "_send_bytes", "_end_pending", "_ended", "_unacked", "_paused", "_blocking_down",
-        "done", "_has_length",
+        "conn",
+        "stream_id",
+        "attempt",
+        "down",
+        "out",
+        "_chunk_state",
+        "_send",
+        "_send_bytes",
+        "_end_pending",
+        "_ended",
+        "_unacked",
+        "_paused",
+        "_blocking_down",
+        "done",
+        "_has_length",
     )
 
     def __init__(self, conn: Http2ClientConnection, attempt: Any) -> None:
@@ -140,7 +153,7 @@ class Http2ClientStream:
         size = len(data)
         while pos < size and window > 0:
             n = min(size - pos, window, frame)
-            h2c.send_data(sid, data[pos:pos + n] if n != size else data)
+            h2c.send_data(sid, data[pos : pos + n] if n != size else data)
             pos += n
             window -= n
         if pos < size:
@@ -266,16 +279,21 @@ class Http2ClientStream:
         self.conn.stream_finished(self)
 
 
-class Http2ClientConnection(asyncio.Protocol):
+class Http2ClientConnection(Http2ConnectionBase):
     """An upstream HTTP/2 connection owned by a pool; streams multiplexed on it."""
 
     def __init__(self, pool: Http2ConnectionPool, settings: Http2Settings) -> None:
         self.pool = pool
         self.loop = pool.loop
         self.settings = settings
-        self.h2c = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False))
+        self.h2c = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Http2ClientStream] = {}
         self.closed = False
@@ -288,8 +306,9 @@ class Http2ClientConnection(asyncio.Protocol):
         """How many more streams this connection may open now."""
         if self.closed or self.going_away:
             return 0
-        limit = min(self.h2c.remote_settings.max_concurrent_streams,
-                    self.pool.max_concurrent_streams)
+        limit = min(
+            self.h2c.remote_settings.max_concurrent_streams, self.pool.max_concurrent_streams
+        )
         return limit - len(self.streams)
 
     def attach(self, attempt: Any) -> Http2ClientStream:
@@ -303,16 +322,6 @@ class Http2ClientConnection(asyncio.Protocol):
     def stream_finished(self, stream: Http2ClientStream) -> None:
         if self.streams.pop(stream.stream_id, None) is not None:
             self.pool.stream_finished(self)
-
-    def acknowledge(self, size: int, stream_id: int) -> None:
-        if size:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self.h2c.acknowledge_received_data(size, stream_id)
-
-    def flush(self) -> None:
-        data = self.h2c.data_to_send()
-        if data and not self.closed and self.transport is not None:
-            self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed:

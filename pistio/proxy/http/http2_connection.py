@@ -1,0 +1,29 @@
+"""What both ends of an HTTP/2 connection share: credit returned as data is consumed, and
+writing out whatever the h2 state machine has queued."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import h2.connection
+import h2.exceptions
+
+
+class Http2ConnectionBase(asyncio.Protocol):
+    """Subclasses set ``h2c``, ``transport`` and ``closed`` in their constructor."""
+
+    h2c: h2.connection.H2Connection
+    transport: asyncio.Transport | None
+    closed: bool
+
+    def acknowledge(self, size: int, stream_id: int) -> None:
+        """Return flow-control credit for data the other side of the proxy has taken."""
+        if size:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2c.acknowledge_received_data(size, stream_id)
+
+    def flush(self) -> None:
+        data = self.h2c.data_to_send()
+        if data and not self.closed and self.transport is not None:
+            self.transport.write(data)
