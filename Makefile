@@ -3,8 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PISTIO := $(VENV)/bin/pistio
 SHARED ?= ../shared
-# Debian packages the suite needs (more arrive with the mesh runtime and benchmarks).
-DEB_PACKAGES := wrk haproxy iproute2 iptables
+# Debian packages the suite and the local node need (curl runs inside the example pods;
+# setpriv, from util-linux, starts the sidecar as uid 1337).
+DEB_PACKAGES := wrk haproxy iproute2 iptables curl util-linux
 
 .PHONY: demo test lint setup deb clean
 
@@ -28,20 +29,25 @@ lint: setup
 test: deb setup lint
 	$(VENV)/bin/pytest -q
 
-# Until the mesh runtime exists, the demo validates and analyzes the examples and Istio's samples.
+# Bookinfo on the local node, with sidecars; the mesh keeps running until `pistio down`.
 demo: deb setup
-	@echo "== pistio validate: our examples"
-	$(PISTIO) validate -f examples/config/
-	@echo "== pistio analyze: our examples (clean)"
-	$(PISTIO) analyze examples/config/
-	@echo "== pistio validate: a broken file (expected to fail, showing each error)"
-	-$(PISTIO) validate -f examples/broken/
-	@echo "== pistio analyze: the same file, with Istio's message codes (expected to fail)"
-	-$(PISTIO) analyze examples/broken/
-	@if [ -d $(SHARED)/conformance/istio-samples/bookinfo-networking ]; then \
-	  echo "== pistio validate: Istio's Bookinfo networking samples"; \
-	  $(PISTIO) validate -f $(SHARED)/conformance/istio-samples/bookinfo-networking/; \
-	else echo "$(SHARED)/conformance is absent: skipping Istio's Bookinfo samples"; fi
+	@echo "== pistio analyze: the examples, as istioctl analyze would"
+	$(PISTIO) analyze examples/bookinfo/ examples/curl/
+	@echo "== pistio up: the node (bridge, DNS, discovery, supervisor) and the examples"
+	$(PISTIO) up -f examples/bookinfo -f examples/curl
+	$(PISTIO) get pods
+	@echo "== some traffic: the product page, from the curl pod, through both sidecars"
+	@for i in 1 2 3 4 5 6; do \
+	  $(PISTIO) exec deploy/curl -- curl -s -o /dev/null -w "productpage: %{http_code} in %{time_total}s\n" productpage:9080/productpage; \
+	done
+	$(PISTIO) proxy-status
+	@echo
+	@echo "The mesh is running. Where to look:"
+	@echo "  $(PISTIO) exec deploy/curl -- curl -s productpage:9080/productpage   # the page"
+	@echo "  $(PISTIO) apply -f $(SHARED)/conformance/istio-samples/bookinfo-networking/virtual-service-all-v1.yaml"
+	@echo "  $(PISTIO) proxy-config routes <NAME from proxy-status>                # what a sidecar was sent"
+	@echo "  $(PISTIO) logs deploy/reviews-v2 -c istio-proxy                     # a sidecar's log"
+	@echo "  $(PISTIO) down                                                      # remove it all"
 
 clean:
 	rm -rf $(VENV) *.egg-info

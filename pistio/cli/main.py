@@ -8,10 +8,14 @@ import click
 
 from pistio import __version__
 from pistio.cli.analyze_cmd import analyze
+from pistio.cli.apply_cmd import apply, delete
 from pistio.cli.discovery_cmd import discovery
+from pistio.cli.exec_cmd import exec_, logs
+from pistio.cli.get_cmd import get
 from pistio.cli.proxy_cmd import proxy
 from pistio.cli.proxy_config_cmd import proxy_config
 from pistio.cli.proxy_status_cmd import proxy_status
+from pistio.cli.up_cmd import down, up
 from pistio.cli.validate_cmd import validate
 
 
@@ -27,6 +31,9 @@ cli.add_command(discovery)
 cli.add_command(proxy_status)
 cli.add_command(proxy_config)
 cli.add_command(proxy)
+# The local mesh runtime: kubectl's verbs against the node (docs/runtime.md).
+for command in (up, apply, delete, get, exec_, logs, down):
+    cli.add_command(command)
 
 
 def main() -> None:

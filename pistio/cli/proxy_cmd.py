@@ -1,8 +1,9 @@
 """``pistio proxy sidecar|router``: pilot-agent and the Envoy-compatible proxy in one process
 tree. The agent connects to discovery over ADS, compiles and applies (or NACKs) the config and
 keeps ``--concurrency`` worker processes on the same snapshot; the workers serve the listeners.
-The agent also serves the admin API (15000), the Prometheus stats (15090) and the health port
-(15021). See docs/proxy.md."""
+The agent also serves the admin API (15000), the Prometheus stats (15090), the health port
+(15021) and the status port (15020: application probes from ``ISTIO_KUBE_APP_PROBERS``,
+``/healthz/ready``). See docs/proxy.md."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def _cluster_statuses(manager):  # type: ignore[no-untyped-def]
 
 
 async def _run(identity, target: str, concurrency: int, delta: bool, log_level: str,
-               ports: dict[str, int], ready_file: Path | None) -> None:
+               ports: dict[str, int], ready_file: Path | None, app_probers=None) -> None:
+    from pistio.agent.app_health import AppHealthServer
     from pistio.agent.config_dump import config_dump_json
     from pistio.agent.config_manager import ConfigManager
     from pistio.agent.health import HealthServer, proxy_readiness
@@ -93,7 +95,10 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         on_quit=stop.set,
     )
     prometheus = PrometheusServer(admin)
-    health = HealthServer(proxy_readiness(lambda: manager.initialized, state))
+    readiness = proxy_readiness(lambda: manager.initialized, state)
+    health = HealthServer(readiness)
+    status = AppHealthServer(app_probers or {}, readiness=readiness,
+                             pod_ip=identity.ip_addresses[0] if identity.ip_addresses else None)
     log.info("pistio proxy %s starting: node %s, discovery %s, %d worker(s)",
              identity.node_type, identity.node_id, target, concurrency)
     started: list = []
@@ -105,11 +110,18 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         started.append(prometheus)
         health_addr = await health.start(port=ports["health"])
         started.append(health)
+        status_port: int | None = None
+        try:
+            status_port = (await status.start(port=ports["status"]))[1]
+            started.append(status)
+        except OSError as exc:
+            # As Istio's agent: the proxy keeps running without its status port.
+            log.error("Error listening on status port %d: %s", ports["status"], exc)
         await manager.start()
         if ready_file is not None:
             _write_ready_file(ready_file, {
                 "admin": admin_addr[1], "prometheus": prom_addr[1], "health": health_addr[1],
-                "pid": os.getpid(),
+                "status": status_port, "pid": os.getpid(),
             })
         await stop.wait()
         log.info("pistio proxy shutting down")
@@ -143,6 +155,9 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
               help="Prometheus stats port (/stats/prometheus; 0: any free port).")
 @click.option("--health-port", type=int, default=15021, show_default=True,
               help="Health port (/healthz/ready; 0: any free port).")
+@click.option("--status-port", type=int, default=15020, show_default=True,
+              help="Status port: /app-health/<container>/readyz|livez|startupz from "
+                   "$ISTIO_KUBE_APP_PROBERS, /healthz/ready (0: any free port).")
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None,
               help="Write the admin, Prometheus and health ports here (JSON) once serving.")
 @click.option("--delta/--sotw", default=False, show_default=True,
@@ -153,10 +168,12 @@ def proxy(
     proxy_type: str, discovery_address: str, concurrency: int, node_id: str | None,
     pod: str | None, namespace: str | None, ip: str | None, cluster_id: str | None,
     service_account: str | None, labels: tuple[str, ...], locality: str | None,
-    admin_port: int, prometheus_port: int, health_port: int, ready_file: Path | None,
+    admin_port: int, prometheus_port: int, health_port: int, status_port: int,
+    ready_file: Path | None,
     delta: bool, log_level: str,
 ) -> None:
     """Run the proxy (pilot-agent + Envoy): fetch config over ADS, apply it, serve traffic."""
+    from pistio.agent.app_health import PROBERS_ENV, parse_app_probers
     from pistio.agent.bootstrap import node_identity
 
     parsed_labels = None
@@ -170,6 +187,10 @@ def proxy(
     if concurrency < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--concurrency")
     workers = concurrency or os.cpu_count() or 1
+    try:  # Istio's agent refuses to start on malformed probers
+        app_probers = parse_app_probers(os.environ.get(PROBERS_ENV))
+    except ValueError as exc:
+        raise click.ClickException(f"{PROBERS_ENV}: {exc}") from None
     host, port = split_address(discovery_address, 15010)
     identity = node_identity(
         proxy_type, pod=pod, namespace=namespace, ip=ip, node_id=node_id,
@@ -179,6 +200,7 @@ def proxy(
     configure_logging(log_level)
     # The agent runs gRPC's asyncio client on the standard loop; the workers (the data
     # path) run uvloop.
-    ports = {"admin": admin_port, "prometheus": prometheus_port, "health": health_port}
+    ports = {"admin": admin_port, "prometheus": prometheus_port, "health": health_port,
+             "status": status_port}
     asyncio.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
-                     ready_file))
+                     ready_file, app_probers))

@@ -10,7 +10,6 @@ cert-manager solver Service the cert-manager sample expects to exist.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -18,11 +17,7 @@ from pathlib import Path
 
 import pytest
 
-
-def shared_dir() -> Path:
-    env = os.environ.get("PISTIO_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
-
+from tests.shared_data import bookinfo_samples, shared_dir
 
 DATA = Path(__file__).parent / "data"
 MYSQL_SUBSETS = Counter({("IST0173", "DestinationRule ratings"): 2})
@@ -35,10 +30,7 @@ EXTRA_ERRORS = {
 
 
 def samples() -> Path:
-    d = shared_dir() / "conformance" / "istio-samples" / "bookinfo-networking"
-    if not d.is_dir():
-        pytest.fail(f"Bookinfo samples not found at {d} (set PISTIO_SHARED to ../shared)")
-    return d
+    return bookinfo_samples()
 
 
 def analyze(*paths: Path) -> tuple[int, list[dict]]:

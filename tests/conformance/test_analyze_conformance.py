@@ -8,7 +8,6 @@ pairs equal the expected ones as a multiset. The suite fails below a 90% pass ra
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -18,16 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.shared_data import shared_dir
+
 pytestmark = pytest.mark.conformance
 
 DATA = Path(__file__).parent / "data"
 STANDIN = DATA / "ingress-standin.yaml"
 REQUIRED_PASS_RATE = 0.90
-
-
-def shared_dir() -> Path:
-    env = os.environ.get("PISTIO_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
 
 
 def analyze_dir() -> Path:

@@ -82,7 +82,7 @@ def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 2
 
 def test_outbound_http_is_captured_and_routed_by_the_sidecar(tmp_path: Path) -> None:
     _need_root()
-    ns = f"pistio-cap-{uuid.uuid4().hex[:8]}"
+    ns = f"pcap-{uuid.uuid4().hex[:8]}"
     procs: list[subprocess.Popen] = []
 
     def in_ns(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ from pistio.api.mesh import (
     load_mesh_config,
     load_mesh_networks,
 )
+from tests.shared_data import shared_dir
 
-SHARED = Path(os.environ.get("PISTIO_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-TESTDATA = SHARED / "conformance" / "analyze" / "testdata"
+TESTDATA = shared_dir() / "conformance" / "analyze" / "testdata"
 
 
 def _need_testdata() -> None:

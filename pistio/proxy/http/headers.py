@@ -29,8 +29,9 @@ from http import HTTPStatus
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
-# Response headers the proxy replaces rather than forwards (server: OVERWRITE).
-RESPONSE_DROPPED = HOP_BY_HOP | {b"server"}
+# Response headers the proxy replaces rather than forwards (server: OVERWRITE). The proxy writes its own Server and upstream service time; an upstream's (another proxy's,
+# say) are replaced, as Envoy sets these headers rather than appending them.
+RESPONSE_DROPPED = HOP_BY_HOP | {b"server", b"x-envoy-upstream-service-time"}
 
 X_REQUEST_ID = b"x-request-id"
 X_FORWARDED_PROTO = b"x-forwarded-proto"

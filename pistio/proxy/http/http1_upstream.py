@@ -220,7 +220,8 @@ class Http1ClientConnection(asyncio.Protocol):
             return
         if lname == b"content-length":
             self._has_length = True
-        self._fields.append((name, value))
+        # Envoy's HTTP/1 codec writes header names in lower case (header_key_format default).
+        self._fields.append((lname, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser

@@ -86,6 +86,8 @@ class ClusterRuntime:
                 connect_timeout=self.config.connect_timeout,
                 idle_timeout=http.idle_timeout if http.idle_timeout is not None else float("inf"),
                 max_requests_per_connection=http.max_requests_per_connection or 0,
+                local_addr=(self.config.upstream_bind_address, 0)
+                if self.config.upstream_bind_address else None,
             ))
         return self._pools
 

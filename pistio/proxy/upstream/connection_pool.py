@@ -34,6 +34,9 @@ class UpstreamHttpOptions:
     connect_timeout: float = 5.0
     idle_timeout: float = 3600.0
     max_requests_per_connection: int = 0
+    # upstream_bind_config: Istio binds inbound clusters to 127.0.0.6 so that iptables
+    # tells the proxy's own connections to the app apart from captured traffic.
+    local_addr: tuple[str, int] | None = None
 
 
 class Http1ConnectionPool:
@@ -75,7 +78,8 @@ class Http1ConnectionPool:
         self.connects += 1
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, self.host, self.port),
+                self.loop.create_connection(lambda: conn, self.host, self.port,
+                                            local_addr=self.options.local_addr),
                 self.options.connect_timeout,
             )
         except TimeoutError:
@@ -160,7 +164,7 @@ class UpstreamPools:
                                         http.initial_connection_window_size)
             pool = self._h2_pools[address] = Http2ConnectionPool(
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
-                self.options.max_requests_per_connection)
+                self.options.max_requests_per_connection, self.options.local_addr)
         return pool
 
     def get(self, address: tuple[str, int]) -> Http1ConnectionPool:

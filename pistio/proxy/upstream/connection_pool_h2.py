@@ -36,7 +36,9 @@ class Http2ConnectionPool:
         settings: Http2Settings,
         connect_timeout: float = 5.0,
         max_requests_per_connection: int = 0,
+        local_addr: tuple[str, int] | None = None,
     ) -> None:
+        self.local_addr = local_addr
         self.loop = loop
         self.host = host
         self.port = port
@@ -83,7 +85,8 @@ class Http2ConnectionPool:
         self.connects += 1
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, self.host, self.port),
+                self.loop.create_connection(lambda: conn, self.host, self.port,
+                                            local_addr=self.local_addr),
                 self.connect_timeout,
             )
         except TimeoutError:
