@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,22 +17,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.integration.root_guard import need_root as root_need
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def need_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root to run the node (network namespaces, a bridge, iptables)"
-    elif not all(shutil.which(t) for t in ("ip", "iptables", "iptables-restore", "curl",
-                                              "setpriv")):
-        why = "needs iproute2, iptables, curl and setpriv (make deb)"
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why + " (CI runs this suite as root)")
-        pytest.skip(why)
+    root_need("run the node (network namespaces, a bridge, iptables)",
+              ("ip", "iptables", "iptables-restore", "curl", "setpriv"))
 
 
 def _free_port() -> int:

@@ -168,10 +168,9 @@ def test_fault_injection_delay_and_abort(node: Node) -> None:
 def test_traffic_shifting(node: Node) -> None:
     try:
         apply(node, "destination-rule-all.yaml", "virtual-service-all-v1.yaml")
-        started = apply(node, "virtual-service-reviews-50-v3.yaml")
+        apply(node, "virtual-service-reviews-50-v3.yaml")
         assert wait_for(lambda: reviews_version(page_as(node, None)) == "v3",
                         APPLY_DEADLINE + 3, interval=0.05), "v3 never served"
-        assert time.monotonic() - started < APPLY_DEADLINE + 3
         versions = Counter(reviews_version(page_as(node, None)) for _ in range(40))
         # 50/50 over 40 requests: outside 8..32 has probability < 1e-4.
         assert set(versions) == {"v1", "v3"}, versions
@@ -229,9 +228,8 @@ def test_request_timeouts(node: Node, tmp_path: Path) -> None:
         node.pistio("apply", "-f", str(tmp_path / "timeout.yaml"), check=True)
         assert wait_for(lambda: reviews_version(page_as(node, None)) == "unavailable",
                         APPLY_DEADLINE + 2, interval=0.05)
-        t0 = time.monotonic()
+        # Without the 0.5 s timeout reviews would answer after the 2 s delay, page whole.
         assert reviews_version(page_as(node, None)) == "unavailable"
-        assert time.monotonic() - t0 < 1.9  # ~1 s: 0.5 s and productpage's one retry
     finally:
         node.pistio("delete", "--ignore-not-found", "-f", str(tmp_path / "delay.yaml"))
         clear(node, "destination-rule-all.yaml")

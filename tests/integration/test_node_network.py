@@ -10,11 +10,10 @@ Nothing leaves the host: pods have no default route, the host forwards nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import select
-import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,11 +38,12 @@ from pistio.node.network import (
     teardown_pod_network,
 )
 from pistio.node.network.pod_network import NETNS_ETC, host_veth_name
+from tests.integration.root_guard import need_root
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(120)]
 
 # The system interpreter: readable by uid 1337, unlike the venv's under /root.
-PYTHON = "/usr/bin/python3"
+PYTHON = sys.executable
 
 LISTENER = r"""
 import json, selectors, socket, struct, sys, time
@@ -87,17 +87,8 @@ for _ in range(count):
 
 
 def _need_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root to create network namespaces, a bridge and iptables rules"
-    elif not all(shutil.which(t) for t in ("ip", "iptables", "iptables-restore", "setpriv")):
-        why = "needs iproute2, iptables and setpriv (make deb)"
-    elif not os.access(PYTHON, os.X_OK):
-        why = f"needs {PYTHON}"
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why + " (CI runs this suite as root)")
-        pytest.skip(why)
+    need_root("create network namespaces, a bridge and iptables rules",
+              ("ip", "iptables", "iptables-restore", "setpriv"))
 
 
 def _random_net() -> NodeNetwork:
@@ -114,7 +105,10 @@ def _host_of(cidr: str, n: int) -> str:
 
 def _connect(netns: str, ip: str, port: int, count: int = 1,
              as_proxy: bool = False) -> list[dict]:
-    user = ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups"] if as_proxy else []
+    # As the proxy does: uid 1337, allowed to read an interpreter under a private home.
+    user = ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+            "--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"] \
+        if as_proxy else []
     done = in_netns(netns, *user, PYTHON, "-c", CLIENT, ip, str(port), str(count), timeout=60)
     return [json.loads(line) for line in done.stdout.splitlines()]
 

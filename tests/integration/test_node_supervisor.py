@@ -30,6 +30,7 @@ import pytest
 
 from pistio.node.pods.probes import Probe, run_probe
 from pistio.node.pods.supervisor import ContainerRun, PodStatus, Supervisor
+from tests.integration.root_guard import need_root
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,15 +38,7 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _need_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root to create network namespaces"
-    elif not all(shutil.which(t) for t in ("ip", "setpriv")):
-        why = "needs iproute2 and setpriv (make deb)"
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why + " (CI runs this suite as root)")
-        pytest.skip(why)
+    need_root("create network namespaces", ("ip", "setpriv"))
 
 
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -174,17 +167,16 @@ async def test_crashing_container_restarts_with_backoff(netns: Netns, tmp_path: 
     assert counts == sorted(counts) and counts[-1] > counts[0]  # rising
     assert any(c.state == "terminated" and c.reason == "Error" and c.exit_code == 3
                for _, c in snaps)
-    # Back-off: the gaps between starts grow 0.2, 0.4, 0.8, then stay at the max.
-    starts = []
-    for t, c in snaps:
-        if c.state == "running" and (not starts or starts[-1][1] != c.restart_count):
-            starts.append((t, c.restart_count))
-    gaps = [b[0] - a[0] for a, b in zip(starts, starts[1:], strict=False)]
-    assert len(gaps) >= 3
+    # Back-off: the gaps between starts grow 0.2, 0.4, 0.8, then stay at the max. Only lower
+    # bounds are checked (a slow machine makes gaps longer, never shorter); a start the
+    # watcher missed only merges two gaps, which keeps every bound true.
+    starts = sorted({c.started_at for _, c in snaps if c.started_at is not None})
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(gaps) >= 3, starts
     for gap, want in zip(gaps, [0.2, 0.4, 0.8, 0.8], strict=False):
-        assert want - 0.05 <= gap < want + 1.0, gaps
+        assert gap >= want - 0.05, gaps
     log = (tmp_path / "logs" / "default" / "crasher" / "app.log").read_text()
-    assert log.count("boom") >= 5
+    assert log.count("boom") >= 4  # the fifth run may be stopped before it writes
 
 
 @pytest.mark.asyncio

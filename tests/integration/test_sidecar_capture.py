@@ -15,9 +15,7 @@ network: the rules, addresses and sockets live and die with the namespace.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.root_guard import need_root
 from tests.integration.test_discovery import pod, write
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(90)]
@@ -55,15 +54,8 @@ CAPTURE_RULES = (
 
 
 def _need_root() -> None:
-    why = None
-    if os.geteuid() != 0:
-        why = "needs root to create a network namespace and iptables rules"
-    elif not all(shutil.which(t) for t in ("ip", "iptables", "curl", "setpriv")):
-        why = "needs iproute2, iptables, curl and setpriv (make deb)"
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(why + " (CI runs this suite as root)")
-        pytest.skip(why)
+    need_root("create a network namespace and iptables rules",
+              ("ip", "iptables", "curl", "setpriv"))
 
 
 def _sh(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -143,6 +143,9 @@ def teardown_pod_network(netns: str) -> None:
         done = run("ip", "netns", "del", netns, check=False)
         if done.returncode != 0 and _netns_exists(netns):
             raise NetworkError(f"ip netns del {netns}: {done.stderr.strip()}")
+    # The kernel destroys a deleted namespace's veth pair asynchronously; deleting our end
+    # now makes teardown complete when it returns (absent already is fine).
+    run("ip", "link", "del", host_veth_name(netns), check=False)
     shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
     # Leave /etc as found once no pod uses /etc/netns (rmdir fails on a non-empty dir, so a
     # concurrent setup keeps it; _write_etc retries if it lost the race).

@@ -153,7 +153,7 @@ async def test_app_probes(app, tcp_listener):
 
         t0 = time.monotonic()
         assert (await aget(port, "/app-health/slow/readyz"))[0] == 500  # timeoutSeconds 1
-        assert time.monotonic() - t0 < 1.45
+        assert time.monotonic() - t0 < 5  # /slow answers 200 after 1.5 s: the 500 is the timeout
 
         assert await aget(port, "/app-health/db/livez") == (200, b"")
         assert (await aget(port, "/app-health/gone/readyz"))[0] == 500
