@@ -69,7 +69,6 @@ class PodRecord:
     template_hash: str = ""
     spec_digest: str = ""
     created: float = field(default_factory=time.time)
-    capture_error: str = ""
 
     @property
     def key(self) -> str:
@@ -78,10 +77,6 @@ class PodRecord:
     @property
     def labels(self) -> dict[str, str]:
         return dict((self.manifest.get("metadata") or {}).get("labels") or {})
-
-
-class PodStartError(RuntimeError):
-    pass
 
 
 class Controller:
@@ -98,6 +93,7 @@ class Controller:
         self.pods: dict[str, PodRecord] = {}
         self.lock = asyncio.Lock()
         self.events: list[str] = []  # recent failures, for `pistio get events`-like answers
+        self.failed: dict[str, str] = {}  # pod key → why it could not be created (retried)
         self._nat_applied: dict[str, tuple[ServiceNat, ...]] = {}
 
     # ---- services
@@ -161,6 +157,7 @@ class Controller:
                 if wanted is None or (not record.owner and
                                       pod_spec_digest(wanted[0]) != record.spec_digest):
                     await self._remove_pod(record)
+            self.failed = {k: v for k, v in self.failed.items() if k in want}
             for key, (manifest, owner, hash_, source_dir) in want.items():
                 if key in self.pods:
                     continue
@@ -170,8 +167,11 @@ class Controller:
                 try:
                     await self._create_pod(manifest, owner, hash_, source_dir,
                                            namespaces.get(ns, {}))
-                except (PodStartError, NetworkError, ValueError) as exc:
+                except (NetworkError, ValueError) as exc:
+                    self.failed[key] = str(exc)
                     self._event(f"Pod {key}: {exc}")
+                else:
+                    self.failed.pop(key, None)
             await self._publish_locked()
 
     def _event(self, message: str) -> None:

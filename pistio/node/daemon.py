@@ -242,6 +242,10 @@ class Node:
                 "reasons": sorted({c.reason for c in (status.containers if status else [])
                                    if c.reason and c.state != "running"}),
             })
+        for key, why in sorted(self.controller.failed.items()):
+            namespace, _, name = key.partition("/")
+            pods.append({"namespace": namespace, "name": name, "injected": False,
+                         "ready": False, "phase": "Pending", "reasons": [why]})
         syncz: Any = None
         try:
             syncz = await asyncio.to_thread(self._fetch_syncz)

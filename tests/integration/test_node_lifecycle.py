@@ -39,6 +39,24 @@ def test_down_cleans_up_after_a_crashed_node(tmp_path: Path) -> None:
         bad = node.pistio("logs", "deploy/httpbin", "-c", "nope")
         assert bad.returncode == 1 and "container nope is not valid" in bad.stderr, bad.stderr
 
+        # A pod the node cannot create (a bad capture annotation) holds `up` and says why.
+        bad_pod = tmp_path / "bad.yaml"
+        bad_pod.write_text("""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bad-capture
+  annotations: {traffic.sidecar.istio.io/includeInboundPorts: "http"}
+spec:
+  containers: [{name: main, image: none, command: [sleep, infinity]}]
+""")
+        node.pistio("apply", "-f", str(bad_pod), check=True)
+        held = node.pistio("up", "--timeout", "3")
+        assert held.returncode == 1, held.stdout
+        assert "bad-capture.default" in held.stderr, held.stderr
+        assert "traffic.sidecar.istio.io/includeInboundPorts" in held.stderr, held.stderr
+        node.pistio("delete", "-f", str(bad_pod), check=True)
+
         # The node and its discovery die without a chance to clean up.
         recorded = json.loads((node.state_dir / "node.json").read_text())
         for pid in (recorded["pid"], recorded["discovery_pid"]):
