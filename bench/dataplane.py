@@ -13,7 +13,8 @@ Four measurements in one run, all on 127.0.0.1, 1 KiB response bodies, keep-aliv
 
 For each proxy: CPU seconds per 1000 requests (utime+stime from /proc/<pid>/stat around the
 measured run) and resident memory (VmRSS; VmHWM is the peak). The upstream is a tiny
-uvloop + httptools server answering every request with 1 KiB. Figures are printed as a table
+uvloop + httptools server answering every request with 1 KiB (``UPSTREAM_SERVER PORT
+BODY_BYTES [HOST]``, HOST 127.0.0.1 by default). Figures are printed as a table
 with the pistio/haproxy ratios and the load average; nothing here is a timed test.
 
     .venv/bin/python bench/dataplane.py --duration 10
@@ -58,7 +59,8 @@ class Server(asyncio.Protocol):
         self.transport.write(RESPONSE)
 async def main():
     loop = asyncio.get_running_loop()
-    await loop.create_server(Server, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    await loop.create_server(Server, host, int(sys.argv[1]), backlog=1024)
     await asyncio.Event().wait()
 uvloop.run(main())
 """

@@ -6,7 +6,9 @@ and the ADS config source), ``ClustersConfigDump`` (``dynamic_active_clusters``,
 ``dynamic_warming_clusters``), ``ListenersConfigDump`` (``dynamic_listeners`` with
 ``active_state`` / ``warming_state`` / ``error_state``), ``RoutesConfigDump``
 (``dynamic_route_configs``) and — only when asked, as Envoy's ``?include_eds`` —
-``EndpointsConfigDump`` (``dynamic_endpoint_configs``). A resource whose last update was
+``EndpointsConfigDump`` (``dynamic_endpoint_configs``); last, ``SecretsConfigDump`` lists the
+SDS secrets in force (``dynamic_active_secrets``, private keys redacted as Envoy does) and the
+ones still awaited (``dynamic_warming_secrets``). A resource whose last update was
 rejected carries ``error_state`` (the failed configuration, when, and the NACK detail), as
 Envoy reports it.
 """
@@ -35,6 +37,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # 
 from google.protobuf import json_format, timestamp_pb2
 
 from pistio.agent.config_manager import Accepted, ConfigManager, Rejected
+from pistio.proxy.tls.secrets import secrets_config_dump
 from pistio.xds import types as T
 from pistio.xds.any_codec import unpack
 
@@ -118,6 +121,9 @@ def config_dump(manager: ConfigManager, include_eds: bool = False) -> config_dum
         _dynamic(endpoints.dynamic_endpoint_configs, manager.endpoints,
                  status[T.ENDPOINT].rejected, "endpoint_config")
         dump.configs.add().Pack(endpoints)
+    dump.configs.add().Pack(secrets_config_dump(
+        manager.active_secrets, manager.secret_updated,
+        manager.referenced_secrets(include_warming=True)))
     return dump
 
 
@@ -144,12 +150,13 @@ def _dynamic(target: Any, accepted: dict[str, Accepted], rejected: dict[str, Rej
 
 
 def config_dump_json(manager: ConfigManager, include_eds: bool = False) -> str:
-    """``/config_dump`` as Envoy prints it (proto JSON, two-space indent). A typed config of a
+    """``/config_dump`` as Envoy prints it (proto JSON with the protos' own snake_case field
+    names, two-space indent). A typed config of a
     type this process does not know is shown as ``{"@type": ..., "value": <base64>}``
     instead of failing the whole dump."""
     dump = config_dump(manager, include_eds)
     try:
-        return json_format.MessageToJson(dump, indent=2)
+        return json_format.MessageToJson(dump, indent=2, preserving_proto_field_name=True)
     except TypeError:
         return json.dumps(_to_dict_lenient(dump), indent=2)
 
@@ -157,7 +164,7 @@ def config_dump_json(manager: ConfigManager, include_eds: bool = False) -> str:
 def _to_dict_lenient(message: Any) -> Any:
     """``MessageToDict``, field by field where a nested ``Any`` cannot be resolved."""
     try:
-        return json_format.MessageToDict(message)
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
     except TypeError:
         pass
     if message.DESCRIPTOR.full_name == "google.protobuf.Any":
@@ -170,14 +177,14 @@ def _to_dict_lenient(message: Any) -> Any:
     out: dict[str, Any] = {}
     for fd, value in message.ListFields():
         if fd.type != fd.TYPE_MESSAGE:
-            out[fd.json_name] = _scalar(fd, value)
+            out[fd.name] = _scalar(fd, value)
         elif fd.message_type.GetOptions().map_entry:
-            out[fd.json_name] = {str(k): _to_dict_lenient(v) if hasattr(v, "DESCRIPTOR")
+            out[fd.name] = {str(k): _to_dict_lenient(v) if hasattr(v, "DESCRIPTOR")
                                  else v for k, v in value.items()}
         elif hasattr(value, "DESCRIPTOR"):
-            out[fd.json_name] = _to_dict_lenient(value)
+            out[fd.name] = _to_dict_lenient(value)
         else:
-            out[fd.json_name] = [_to_dict_lenient(v) for v in value]
+            out[fd.name] = [_to_dict_lenient(v) for v in value]
     return out
 
 

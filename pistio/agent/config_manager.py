@@ -51,10 +51,16 @@ from pistio.proxy.runtime.resource_compiler import (
     ResourceCompiler,
 )
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder, build_snapshot
+from pistio.proxy.tls.references import cluster_secrets, listener_secrets
+from pistio.proxy.tls.secret_source import SecretProvider, SecretResolver
+from pistio.proxy.tls.secrets import ROOT_CERT, WORKLOAD_CERT, Secret, to_proto
 from pistio.xds import types as T
 from pistio.xds.client import AdsClient, ResponseUpdate
 
 log = logging.getLogger("pistio.agent.xds")
+
+# How often file-based SDS secrets (file-cert:, file-root:) are checked for changes.
+FILE_SECRET_POLL = 5.0
 
 # The types this flow subscribes to, in Envoy's order.
 MANAGED_TYPES: tuple[str, ...] = (T.CLUSTER, T.ENDPOINT, T.LISTENER, T.ROUTE)
@@ -89,6 +95,9 @@ class WarmingSlot:
     warming: Accepted | None = None
     timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
+    # SDS secrets (their own init target): timed out waiting, and the timer.
+    sds_timed_out: bool = False
+    sds_timer: asyncio.TimerHandle | None = None
 
     @property
     def latest(self) -> Accepted:
@@ -100,6 +109,9 @@ class WarmingSlot:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.sds_timer is not None:
+            self.sds_timer.cancel()
+            self.sds_timer = None
 
 
 @dataclass(slots=True)
@@ -139,12 +151,22 @@ class ConfigManager:
         self._lds_requested = False
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # SDS (pistio.proxy.tls): the agent's SecretManager for `default` / `ROOTCA` (None
+        # without a CA; set before start()), files for `file-cert:` / `file-root:`.
+        self.secrets: SecretProvider | None = None
+        self._resolver: SecretResolver | None = None
+        self.active_secrets: dict[str, Secret] = {}  # in the current snapshot
+        self.secret_updated: dict[str, float] = {}  # name → wall clock of its last change
+        self._packed_secrets: dict[str, tuple[Secret, any_pb2.Any]] = {}
+        self._file_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Subscribe to clusters and open the stream."""
         self._loop = asyncio.get_running_loop()
+        self.secret_resolver()
+        self._file_timer = self._loop.call_later(FILE_SECRET_POLL, self._poll_file_secrets)
         self.client.subscribe(T.CLUSTER)
         await self.client.start()
 
@@ -152,6 +174,9 @@ class ConfigManager:
         await self.client.stop()
         for slot in (*self.clusters.values(), *self.listeners.values()):
             slot.cancel_timer()
+        if self._file_timer is not None:
+            self._file_timer.cancel()
+            self._file_timer = None
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -324,11 +349,19 @@ class ConfigManager:
             slot.cancel_timer()
             slot.warming = entry
             slot.timed_out = False
+            slot.sds_timed_out = False
             timeout = self._fetch_timeout(entry.compiled)
             if timeout is not None and self._loop is not None and not self._warm(slot):
                 slot.timer = self._loop.call_later(
                     timeout, self._warming_timeout, type_url, name, entry
                 )
+            # SDS is a separate init target with its own initial_fetch_timeout.
+            needs = cluster_secrets if type_url == T.CLUSTER else listener_secrets
+            names, sds_timeout = needs(entry.compiled.config)  # type: ignore[arg-type]
+            if names and sds_timeout is not None and self._loop is not None and (
+                    not self._secrets_ready(names)):
+                slot.sds_timer = self._loop.call_later(
+                    sds_timeout, self._sds_timeout, type_url, name, entry)
 
     @staticmethod
     def _fetch_timeout(compiled: Compiled) -> float | None:
@@ -345,9 +378,24 @@ class ConfigManager:
         compiled = entry.compiled
         if isinstance(compiled, CompiledCluster):
             service = compiled.eds_service_name
-            return service is None or service in self.endpoints
+            return (service is None or service in self.endpoints) and (
+                slot.sds_timed_out or self._secrets_ready(cluster_secrets(compiled.config)[0]))
         assert isinstance(compiled, CompiledListener)
-        return all(name in self.routes for name in compiled.rds_names)
+        return all(name in self.routes for name in compiled.rds_names) and (
+            slot.sds_timed_out or self._secrets_ready(listener_secrets(compiled.config)[0]))
+
+    def _sds_timeout(self, type_url: str, name: str, entry: Accepted) -> None:
+        slots = self.clusters if type_url == T.CLUSTER else self.listeners
+        slot = slots.get(name)
+        if slot is None or slot.warming is not entry:
+            return
+        slot.sds_timer = None
+        slot.sds_timed_out = True
+        log.warning("%s %s: initial fetch timeout waiting for its SDS secret(s); serving it "
+                    "without (TLS connections fail)", T.short_name(type_url), name)
+        if self._promote():
+            self._publish()
+        self._notify()
 
     def _promote(self) -> list[str]:
         """Make every warmed resource active; returns the names promoted."""
@@ -425,14 +473,19 @@ class ConfigManager:
             s.active.compiled.eds_service_name  # type: ignore[union-attr]
             for s in self.clusters.values() if s.active
         }
-        return {
+        resources = {
             T.CLUSTER: clusters,
             T.ENDPOINT: {n: a.packed for n, a in self.endpoints.items() if n in services},
             T.LISTENER: {n: s.active.packed for n, s in self.listeners.items() if s.active},
             T.ROUTE: {n: a.packed for n, a in self.routes.items()},
         }
+        if self.active_secrets:  # SDS secrets travel to the workers as Secret resources
+            resources[T.SECRET] = {n: self._packed_secret(s)
+                                   for n, s in self.active_secrets.items()}
+        return resources
 
     def _publish(self) -> None:
+        self._refresh_secrets()
         self.snapshot_version += 1
         snapshot = build_snapshot(
             self.snapshot_version,
@@ -441,6 +494,81 @@ class ConfigManager:
             {n: s.active.compiled for n, s in self.listeners.items() if s.active},  # type: ignore[misc]
             {n: a.compiled for n, a in self.routes.items()},  # type: ignore[misc]
             {t: s.version for t, s in self.status.items()},
+            secrets=self.active_secrets,
         )
         self.holder.publish(snapshot)
 
+
+    # -- SDS secrets (pistio.proxy.tls) ---------------------------------------------------------
+
+    def secret_resolver(self) -> SecretResolver:
+        """The resolver over ``self.secrets`` (made, and subscribed to, on first use)."""
+        resolver = self._resolver
+        if resolver is None or resolver.provider is not self.secrets:
+            resolver = self._resolver = SecretResolver(self.secrets)
+            if self.secrets is not None:
+                self.secrets.subscribe(self.on_secret_changed)
+        return resolver
+
+    def _secrets_ready(self, names: Iterable[str]) -> bool:
+        """Every secret available. Without a certificate provider (a proxy started without a
+        CA) ``default`` and ``ROOTCA`` can never come: they are not awaited, so plaintext
+        traffic is served and TLS needing them fails (Envoy would wait for ever)."""
+        resolver = self.secret_resolver()
+        no_provider = self.secrets is None
+        return all(resolver.get(n) is not None
+                   or (no_provider and n in (WORKLOAD_CERT, ROOT_CERT)) for n in names)
+
+    def referenced_secrets(self, include_warming: bool = False) -> set[str]:
+        names: set[str] = set()
+        for slots, needs in ((self.clusters, cluster_secrets), (self.listeners, listener_secrets)):
+            for slot in slots.values():
+                for entry in (slot.active, slot.warming if include_warming else None):
+                    if entry is not None:
+                        names |= needs(entry.compiled.config)[0]  # type: ignore[union-attr,arg-type]
+        return names
+
+    def _refresh_secrets(self) -> bool:
+        """Resolve the secrets of the active resources again; True when any changed."""
+        resolver = self.secret_resolver()
+        wanted = self.referenced_secrets()
+        fresh = {n: s for n in sorted(wanted) if (s := resolver.get(n)) is not None}
+        now = self.clock()
+        for name, secret in fresh.items():
+            old = self.active_secrets.get(name)
+            if old is None or old.digest != secret.digest:
+                self.secret_updated[name] = now
+        changed = fresh.keys() != self.active_secrets.keys() or any(
+            fresh[n].digest != self.active_secrets[n].digest for n in fresh)
+        self.active_secrets = fresh
+        resolver.forget(self.referenced_secrets(include_warming=True))
+        return changed
+
+    def on_secret_changed(self, name: str) -> None:
+        """The SecretManager's callback (a rotation, new roots): warming resources may be
+        ready, and the next snapshot carries the new secret (new connections use it)."""
+        if name not in self.referenced_secrets(include_warming=True):
+            return
+        promoted = self._promote()
+        if self._refresh_secrets() or promoted:
+            self._publish()
+        self._notify()
+
+    def _poll_file_secrets(self) -> None:
+        self._file_timer = None
+        if any(n.startswith(("file-cert:", "file-root:"))
+               for n in self.referenced_secrets(include_warming=True)):
+            promoted = self._promote()
+            if self._refresh_secrets() or promoted:
+                self._publish()
+                self._notify()
+        if self._loop is not None:
+            self._file_timer = self._loop.call_later(FILE_SECRET_POLL, self._poll_file_secrets)
+
+    def _packed_secret(self, secret: Secret) -> any_pb2.Any:
+        cached = self._packed_secrets.get(secret.name)
+        if cached is None or cached[0] is not secret:
+            packed = any_pb2.Any()
+            packed.Pack(to_proto(secret))
+            cached = self._packed_secrets[secret.name] = (secret, packed)
+        return cached[1]

@@ -58,8 +58,32 @@ def _cluster_statuses(manager):  # type: ignore[no-untyped-def]
         yield status
 
 
+def _xds_channel(target: str, root_cert: Path | None, token_file: Path | None):  # type: ignore[no-untyped-def]
+    """ADS over TLS (istiod's 15012): the discovery's root, the pod token per call."""
+    import grpc
+
+    from pistio.security.ca_client import _default_server_name
+    from pistio.xds.client import CHANNEL_OPTIONS
+
+    roots = root_cert.read_bytes() if root_cert else None
+    creds = grpc.ssl_channel_credentials(roots)
+    if token_file is not None:
+        def token(context, callback):  # type: ignore[no-untyped-def]
+            try:
+                callback((("authorization", f"Bearer {token_file.read_text().strip()}"),), None)
+            except OSError as exc:
+                callback((), exc)
+
+        creds = grpc.composite_channel_credentials(creds, grpc.metadata_call_credentials(token))
+    options = list(CHANNEL_OPTIONS)
+    if name := _default_server_name(target):
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.aio.secure_channel(target, creds, options=options)
+
+
 async def _run(identity, target: str, concurrency: int, delta: bool, log_level: str,
-               ports: dict[str, int], ready_file: Path | None, app_probers=None) -> None:
+               ports: dict[str, int], ready_file: Path | None, app_probers=None,
+               secret_options=None, xds_tls: bool = False) -> None:
     from pistio.agent.app_health import AppHealthServer
     from pistio.agent.config_dump import config_dump_json
     from pistio.agent.config_manager import ConfigManager
@@ -71,12 +95,23 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     from pistio.proxy.server.stats_channel import STATS_DIR_ENV, collect_worker_stats
     from pistio.xds.client import AdsClient
 
+    secrets = None
+    channel = None
+    if secret_options is not None:
+        from pistio.agent.secrets import SecretManager
+
+        secrets = SecretManager(secret_options)
+        if xds_tls:
+            channel = _xds_channel(target, secret_options.root_cert, secret_options.token_file)
     client = AdsClient(
         target, identity.node_id, delta=delta, cluster=identity.service_cluster,
         metadata=identity.metadata(), backoff_initial=BACKOFF_INITIAL, backoff_max=BACKOFF_MAX,
+        channel=channel,
     )
     client.node.CopyFrom(identity.node())
     manager = ConfigManager(client)
+    # The SDS source of the proxy (`default`, `ROOTCA`): None without a CA.
+    manager.secrets = secrets
     # Workers inherit the environment: each serves its stats on a socket in this directory.
     stats_dir = tempfile.mkdtemp(prefix="pistio-proxy-stats-")
     os.environ[STATS_DIR_ENV] = stats_dir
@@ -117,6 +152,8 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         except OSError as exc:
             # As Istio's agent: the proxy keeps running without its status port.
             log.error("Error listening on status port %d: %s", ports["status"], exc)
+        if secrets is not None:
+            await secrets.start()  # Istio's agent has the certificate before Envoy asks
         await manager.start()
         if ready_file is not None:
             _write_ready_file(ready_file, {
@@ -129,6 +166,10 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         for server in reversed(started):
             await server.close()
         await manager.stop()
+        if secrets is not None:
+            await secrets.close()
+        if channel is not None:
+            await channel.close()
         await feed.stop()
         shutil.rmtree(stats_dir, ignore_errors=True)
         if ready_file is not None:
@@ -162,6 +203,16 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
               help="Write the admin, Prometheus and health ports here (JSON) once serving.")
 @click.option("--delta/--sotw", default=False, show_default=True,
               help="Delta or state-of-the-world xDS.")
+@click.option("--ca-address", default=None,
+              help="Istio CA (IstioCertificateService) address, HOST:PORT ($CA_ADDR); enables "
+                   "workload certificates (SDS `default` and `ROOTCA`).")
+@click.option("--ca-root-cert", type=click.Path(path_type=Path, readable=False), default=None,
+              help="Root certificate(s) to trust for the CA and TLS xDS ($CA_ROOT_CA).")
+@click.option("--token-file", type=click.Path(path_type=Path, readable=False), default=None,
+              help="Pod token presented to the CA (Kubernetes' istio-token).")
+@click.option("--xds-tls/--xds-plaintext", default=None,
+              help="xDS over TLS with the CA's root and the token (default: when the discovery "
+                   "port is 15012 and a CA is configured).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def proxy(
@@ -170,7 +221,8 @@ def proxy(
     service_account: str | None, labels: tuple[str, ...], locality: str | None,
     admin_port: int, prometheus_port: int, health_port: int, status_port: int,
     ready_file: Path | None,
-    delta: bool, log_level: str,
+    delta: bool, ca_address: str | None, ca_root_cert: Path | None, token_file: Path | None,
+    xds_tls: bool | None, log_level: str,
 ) -> None:
     """Run the proxy (pilot-agent + Envoy): fetch config over ADS, apply it, serve traffic."""
     from pistio.agent.app_health import PROBERS_ENV, parse_app_probers
@@ -197,10 +249,27 @@ def proxy(
         cluster_id=cluster_id, service_account=service_account, labels=parsed_labels,
         locality=locality,
     )
+    secret_options = None
+    if ca_address or os.environ.get("CA_ADDR"):
+        from pistio.agent.secrets import SecretOptions
+
+        try:
+            secret_options = SecretOptions.from_env(
+                namespace=identity.namespace, service_account=identity.service_account,
+                ca_address=ca_address, root_cert=ca_root_cert, token_file=token_file,
+                cluster_id=identity.cluster_id)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     configure_logging(log_level)
     # The agent runs gRPC's asyncio client on the standard loop; the workers (the data
     # path) run uvloop.
     ports = {"admin": admin_port, "prometheus": prometheus_port, "health": health_port,
              "status": status_port}
+    # As Istio's agent: xDS on istiod's 15012 is TLS (with the CA's root and the token).
+    if xds_tls is None:
+        xds_tls = secret_options is not None and port == 15012
+    elif xds_tls and secret_options is None:
+        raise click.ClickException("--xds-tls needs the CA settings (--ca-address, "
+                                   "--ca-root-cert, --token-file)")
     asyncio.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
-                     ready_file, app_probers))
+                     ready_file, app_probers, secret_options, xds_tls))

@@ -37,6 +37,7 @@ from pistio.node.pods.probes import Probe
 from pistio.node.pods.supervisor import ContainerRun, PodStatus, Supervisor
 from pistio.node.services import PodView, dns_records, nat_entries
 from pistio.node.store import Store, StoredObject
+from pistio.node.tokens import PodTokens
 from pistio.node.workloads import (
     OWNER_ANNOTATION,
     TEMPLATE_HASH_LABEL,
@@ -81,8 +82,9 @@ class PodRecord:
 
 class Controller:
     def __init__(self, config: NodeConfig, store: Store, supervisor: Supervisor,
-                 dns: DnsTable) -> None:
+                 dns: DnsTable, tokens: PodTokens | None = None) -> None:
         self.config = config
+        self.tokens = tokens  # pod tokens and CA settings for sidecars; None: no CA
         self.store = store
         self.supervisor = supervisor
         self.dns = dns
@@ -186,7 +188,8 @@ class Controller:
         injected = injection_wanted(manifest, namespace_labels)
         if injected:
             manifest = inject(manifest, discovery_address=self.config.discovery_address,
-                              proxy_argv_prefix=[sys.executable, "-m", "pistio.cli"])
+                              proxy_argv_prefix=[sys.executable, "-m", "pistio.cli"],
+                              **self._ca_settings(manifest))
         capture = CaptureSpec.from_annotations(meta.get("annotations") or {}) if injected else None
         key = f"{ns}/{name}"
         ip = self.pod_ips.allocate(key)
@@ -207,6 +210,20 @@ class Controller:
         self.pods[key] = record
         log.info("pod %s: ip %s, %s", key, ip, "with sidecar" if injected else "no sidecar")
         await self.supervisor.start_pod(key, netns, ip, runs)
+
+    def _ca_settings(self, manifest: dict[str, Any]) -> dict[str, str]:
+        """The sidecar's CA flags, with a fresh token for the pod's service account (the
+        kubelet's projected ``istio-token``)."""
+        if self.tokens is None or not self.tokens.ca_address:
+            return {}
+        meta, spec = manifest["metadata"], manifest.get("spec") or {}
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        path = self.tokens.issue(meta["namespace"], meta["name"], str(sa),
+                                 uid=str(meta.get("uid") or ""), owner=(1337, 1337))
+        out = {"ca_address": self.tokens.ca_address, "token_file": str(path)}
+        if self.tokens.ca_root_cert is not None:
+            out["ca_root_cert"] = str(self.tokens.ca_root_cert)
+        return out
 
     def _container_runs(self, record: PodRecord) -> list[ContainerRun]:
         pod = record.manifest
@@ -249,6 +266,8 @@ class Controller:
         await asyncio.to_thread(teardown_pod_network, record.netns)
         self.pod_ips.release(record.ip)
         self.pods.pop(record.key, None)
+        if self.tokens is not None:
+            self.tokens.remove(record.namespace, record.name)
         self._nat_applied.pop(record.netns, None)
 
     async def delete_pod(self, namespace: str, name: str) -> bool:

@@ -31,10 +31,12 @@ from pistio.node.network.bridge import setup_node_network, teardown_node_network
 from pistio.node.pods.env import container_env
 from pistio.node.pods.supervisor import Supervisor
 from pistio.node.store import BatchError, Incoming, Store
+from pistio.node.tokens import PodTokens
 
 log = logging.getLogger("pistio.node")
 
 DISCOVERY_START_TIMEOUT = 60.0
+CA_PORT = 15012  # istiod's xDS + CA over TLS
 
 
 class Node:
@@ -46,7 +48,13 @@ class Node:
         self.supervisor = Supervisor(config.log_dir, self._pod_changed,
                                      backoff_initial=config.restart_backoff,
                                      backoff_max=config.restart_backoff_max)
-        self.controller = Controller(config, self.store, self.supervisor, self.dns_table)
+        # Pod tokens for the CA, which the discovery runs on the gateway's 15012 with its
+        # self-signed root kept in <state>/ca.
+        self.tokens = PodTokens(config.state_dir / "tokens",
+                                ca_address=f"{config.network.gateway}:{CA_PORT}",
+                                ca_root_cert=self.ca_dir / "root-cert.pem")
+        self.controller = Controller(config, self.store, self.supervisor, self.dns_table,
+                                     self.tokens)
         self.api = ApiServer(config.socket, {
             "ping": self._ping, "apply": self._apply, "delete": self._delete,
             "delete_pod": self._delete_pod, "get": self._get, "status": self._status,
@@ -57,6 +65,10 @@ class Node:
         self._discovery: subprocess.Popen[bytes] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def ca_dir(self) -> Path:
+        return self.config.state_dir / "ca"
+
     # ---- life cycle
 
     async def run(self) -> None:
@@ -66,12 +78,14 @@ class Node:
         try:
             await asyncio.to_thread(setup_node_network, self.config.network)
             await self.dns.start(self.config.network.gateway, self.config.dns_port)
+            self.tokens.start()
             await self._start_discovery()
             self.config.discovery_dir.mkdir(parents=True, exist_ok=True)
             await self.api.start()
             self._write_node_file()
             self._tasks = [asyncio.create_task(self._publisher()),
-                           asyncio.create_task(self._watch_discovery())]
+                           asyncio.create_task(self._watch_discovery()),
+                           asyncio.create_task(self._refresh_tokens())]
             log.info("node %s up: bridge %s %s, discovery %s", self.config.network.name,
                      self.config.network.bridge, self.config.network.pod_cidr,
                      self.config.discovery_address)
@@ -88,6 +102,7 @@ class Node:
             await self.controller.close()
         await self.supervisor.close()
         self._stop_discovery()
+        self.tokens.close()
         await self.dns.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(teardown_node_network, self.config.network)
@@ -116,6 +131,9 @@ class Node:
              "--config-dir", str(self.config.discovery_dir),
              "--grpc-addr", self.config.discovery_address,
              "--http-addr", self.config.discovery_http,
+             "--secure-grpc-addr", self.tokens.ca_address,
+             "--ca-dir", str(self.ca_dir),
+             "--token-jwks", str(self.tokens.jwks_file),
              "--ready-file", str(ready)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
@@ -141,6 +159,15 @@ class Node:
                     self._write_node_file()
                 except RuntimeError as exc:
                     log.error("%s", exc)
+
+    async def _refresh_tokens(self) -> None:
+        """The kubelet's token refresh: rewrite pod tokens before they expire."""
+        while True:
+            await asyncio.sleep(self.tokens.refresh_interval)
+            try:
+                self.tokens.refresh_due()
+            except Exception:
+                log.exception("pod token refresh failed")
 
     def _stop_discovery(self) -> None:
         proc = self._discovery

@@ -40,13 +40,17 @@ from pistio.pilot.model.service import DEFAULT_DOMAIN_SUFFIX
 from pistio.pilot.registry import AggregateRegistry, Snapshot
 from pistio.pilot.registry.kubernetes import kubernetes_snapshot
 from pistio.pilot.registry.service_entry import service_entry_snapshot
+from pistio.pilot.security.jwks import JwksResolver
+from pistio.security.ca import CertificateAuthority
+from pistio.security.ca_server import SecureServer
+from pistio.security.istiod import CaOptions, build_ca, secure_server
 from pistio.xds import types as T
 from pistio.xds.connection import Connection, ConnectionInfo, PushEvent, WatchState
 from pistio.xds.debounce import DebounceOptions
 from pistio.xds.generator import Generator
 from pistio.xds.generator import Resource as XdsResource
 from pistio.xds.push_request import ConfigKey, PushRequest
-from pistio.xds.server import DiscoveryServer
+from pistio.xds.server import GRPC_OPTIONS, DiscoveryServer
 
 log = logging.getLogger("pistio.discovery")
 
@@ -145,6 +149,7 @@ class Discovery:
         debounce: DebounceOptions | None = None,
         watch_interval: float = 0.5,
         generators: dict[str, Generator] | None = None,
+        ca_options: CaOptions | None = None,
     ) -> None:
         self.store = ConfigStore(config_dir)
         self.registry = AggregateRegistry()
@@ -165,7 +170,14 @@ class Discovery:
         self.registry.subscribe(self._on_registry_change)
         self._mesh_stamp = file_stamp(self.mesh_file) if self.mesh_file else None
         self._watcher: asyncio.Task[None] | None = None
+        # RequestAuthentication keys fetched from jwksUri, refreshed in the background.
+        self.jwks = JwksResolver(on_change=self._on_jwks_change)
+        self._jwks_task: asyncio.Task[None] | None = None
         self.ready = False
+        # The CA and the TLS port (istiod's 15012): only with a secure address at start().
+        self.ca_options = ca_options or CaOptions()
+        self.ca: CertificateAuthority | None = None
+        self.secure: SecureServer | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -186,13 +198,26 @@ class Discovery:
             len(self.registry.endpoints()),
         )
 
-    async def start(self, grpc_address: str = "127.0.0.1:15010") -> int:
-        """Load config, build the first push context and serve ADS; returns the xDS port."""
+    async def start(self, grpc_address: str = "127.0.0.1:15010",
+                    secure_address: str | None = None) -> int:
+        """Load config, build the first push context and serve ADS; returns the xDS port.
+        With ``secure_address`` (Istio: 15012) the CA runs and serves, with ADS, over TLS."""
         self.load()
         # The first push context exists before any proxy can ask.
         await self.server.push_now(PushRequest(full=True, reasons=frozenset({"initial"})))
         port = await self.server.start(grpc_address)
+        if secure_address:
+            self.ca = build_ca(self.ca_options, self.mesh.trust_domain or "cluster.local")
+            self.secure = secure_server(
+                self.ca, self.ca_options, lambda: self.mesh.trust_domain or "cluster.local",
+                ads_server=self.server, grpc_options=GRPC_OPTIONS)
+            try:
+                await self.secure.start(secure_address)
+            except Exception:
+                await self.server.stop()
+                raise
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="config-watch")
+        self._jwks_task = asyncio.get_running_loop().create_task(self.jwks.run(), name="jwks")
         self.ready = True
         return port
 
@@ -203,6 +228,14 @@ class Discovery:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jwks_task
+            self._jwks_task = None
+        if self.secure is not None:
+            await self.secure.stop()
+            self.secure = None
         await self.server.stop()
 
     # -- config and registry changes ------------------------------------------
@@ -314,6 +347,17 @@ class Discovery:
             self.registry.endpoints(),
             self.mesh,
             self.domain_suffix,
+            jwks_resolver=self.jwks,
+        )
+
+    def _on_jwks_change(self) -> None:
+        """Fetched JWKS changed: every proxy's JWT filter inlines them (Istio pushes in full)."""
+        self.server.config_update(
+            PushRequest(
+                full=True,
+                configs_updated=frozenset({ConfigKey("RequestAuthentication")}),
+                reasons=frozenset({"jwks"}),
+            )
         )
 
     def _prepare(self, request: PushRequest) -> PushRequest:

@@ -159,10 +159,10 @@ async def test_compiles_and_acks_everything_then_follows_a_virtual_service_edit(
             dump = json.loads(config_dump_json(manager, include_eds=True))
             assert [c["@type"].rsplit(".", 1)[1] for c in dump["configs"]] == [
                 "BootstrapConfigDump", "ClustersConfigDump", "ListenersConfigDump",
-                "RoutesConfigDump", "EndpointsConfigDump"]
-            active = {c["cluster"]["name"] for c in dump["configs"][1]["dynamicActiveClusters"]}
+                "RoutesConfigDump", "EndpointsConfigDump", "SecretsConfigDump"]
+            active = {c["cluster"]["name"] for c in dump["configs"][1]["dynamic_active_clusters"]}
             assert active == set(snap.clusters)
-            assert dump["configs"][1]["versionInfo"] == manager.status[T.CLUSTER].version
+            assert dump["configs"][1]["version_info"] == manager.status[T.CLUSTER].version
 
             before = manager.snapshot
             write(d.config / "reviews-vs.yaml", VIRTUAL_SERVICE.format(subset="v2", weight=100))

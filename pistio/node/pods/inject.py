@@ -197,21 +197,35 @@ def rewrite_probes(pod: dict[str, Any], status_port: int = STATUS_PORT) -> str:
     return json.dumps(dict(sorted(probers.items())), separators=(",", ":"))
 
 
-def _concurrency(annotations: Mapping[str, str]) -> int:
+def _proxy_config(annotations: Mapping[str, str]) -> dict[str, Any]:
+    """The pod's ``proxy.istio.io/config`` annotation (a ProxyConfig), parsed once."""
     raw = annotations.get(PROXY_CONFIG_ANNOTATION)
     if not raw:
-        return 1  # locally one worker per proxy; Istio's default would be 2
+        return {}
     try:
         config = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: {exc}") from None
     if not isinstance(config, dict):
         raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: expected a ProxyConfig map")
-    value = config.get("concurrency", 1)
+    return config
+
+
+def _concurrency(config: Mapping[str, Any]) -> int:
+    value = config.get("concurrency", 1)  # locally one worker per proxy; Istio's default is 2
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: concurrency must be a "
                          f"non-negative integer, not {value!r}")
     return value
+
+
+def _proxy_metadata(config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """``proxyMetadata`` entries become the proxy's environment, as Istio's injector does
+    (SECRET_TTL, ISTIO_META_*...)."""
+    metadata = config.get("proxyMetadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: proxyMetadata must be a map")
+    return [{"name": str(k), "value": str(v)} for k, v in sorted(metadata.items())]
 
 
 def _workload_name(meta: Mapping[str, Any]) -> str:
@@ -232,9 +246,14 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
 
 
 def inject(pod: Mapping[str, Any], *, discovery_address: str,
-           proxy_argv_prefix: Sequence[str]) -> dict[str, Any]:
+           proxy_argv_prefix: Sequence[str], ca_address: str | None = None,
+           ca_root_cert: str | None = None, token_file: str | None = None) -> dict[str, Any]:
     """A deep copy of ``pod`` with Istio's sidecar (see the module doc). An already injected
-    pod comes back unchanged. :class:`ValueError` on a malformed proxy annotation."""
+    pod comes back unchanged. :class:`ValueError` on a malformed proxy annotation.
+
+    With ``ca_address`` the sidecar gets workload certificates: ``CA_ADDR`` (Istio's
+    variable), the root to trust for the CA and the pod's token file (Kubernetes mounts the
+    ``istio-token`` projected volume and ``istio-ca-root-cert`` instead)."""
     out: dict[str, Any] = copy.deepcopy(dict(pod))
     if already_injected(out):
         return out
@@ -243,7 +262,8 @@ def inject(pod: Mapping[str, Any], *, discovery_address: str,
     containers = spec.setdefault("containers", [])
     labels = meta.setdefault("labels", {})
     annotations = meta.setdefault("annotations", {})
-    concurrency = _concurrency(annotations)
+    proxy_config = _proxy_config(annotations)
+    concurrency = _concurrency(proxy_config)
     workload = _workload_name(meta)
 
     # Istio's injected labels (the control plane reads tlsMode for auto mTLS).
@@ -280,11 +300,20 @@ def inject(pod: Mapping[str, Any], *, discovery_address: str,
     ]
     if probers:
         env.append({"name": "ISTIO_KUBE_APP_PROBERS", "value": probers})
+    if ca_address:
+        env.append({"name": "CA_ADDR", "value": ca_address})
+    env += _proxy_metadata(proxy_config)
 
     command = [*proxy_argv_prefix, "proxy", "sidecar", "--discovery-address",
                discovery_address, "--concurrency", str(concurrency)]
     if status_port != STATUS_PORT:
         command += ["--status-port", str(status_port)]
+    if ca_address:
+        command += ["--ca-address", ca_address]
+        if ca_root_cert:
+            command += ["--ca-root-cert", ca_root_cert]
+        if token_file:
+            command += ["--token-file", token_file]
     for key, value in sorted(labels.items()):
         command += ["--label", f"{key}={value}"]
     containers.append({

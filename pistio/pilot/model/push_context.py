@@ -111,8 +111,12 @@ class PushContext:
         endpoints: Iterable[Endpoint] = (),
         mesh: MeshConfig | None = None,
         domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+        jwks_resolver: Any = None,
     ) -> None:
         self.version = str(next(_versions))
+        # Fetches RequestAuthentication jwksUri keys (pistio.pilot.security.jwks); None: the
+        # process-wide default resolver.
+        self.jwks_resolver = jwks_resolver
         self.mesh = mesh or default_mesh_config()
         self.domain_suffix = domain_suffix
         self.root_namespace = self.mesh.root_namespace or "istio-system"

@@ -30,6 +30,7 @@ from pistio.pilot.model.proxy import NodeType, Proxy
 from pistio.pilot.model.push_context import PushContext, labels_match
 from pistio.pilot.model.service import Resolution, Service, ServicePort
 from pistio.pilot.networking import tls as tlsctx
+from pistio.pilot.security.peer_authn import MtlsMode, peer_authentication_for
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_UINT32 = 2**32 - 1
@@ -481,18 +482,9 @@ def hash_policy_for(
 def namespace_mtls_disabled(push: PushContext, namespace: str) -> bool:
     """True when PeerAuthentication turns mTLS off for a namespace (namespace-wide policy,
     else the mesh-wide one in the root namespace). Workload-level policies do not count:
-    Istio infers the service's mode from namespace and mesh policy only."""
-    for ns in (namespace, push.root_namespace):
-        for pa in push.configs_of("PeerAuthentication"):
-            if (pa.namespace or "default") != ns:
-                continue
-            sel = pa.spec.selector
-            if sel is not None and sel.match_labels:
-                continue
-            mode = pa.spec.mtls.mode if pa.spec.mtls is not None else "UNSET"
-            if mode != "UNSET":
-                return mode == "DISABLE"
-    return False
+    Istio infers the service's mode from namespace and mesh policy only (a workload with
+    no labels matches no selector)."""
+    return peer_authentication_for(push, namespace, {}).mode is MtlsMode.DISABLE
 
 
 def service_mtls_enabled(

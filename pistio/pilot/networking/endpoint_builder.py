@@ -28,7 +28,6 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import struct_pb2
 
 from pistio.api import networking as net
-from pistio.api.security import MutualTLS
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext, labels_match
 from pistio.pilot.model.service import Endpoint, HealthStatus, Service, ServicePort
@@ -42,6 +41,7 @@ from pistio.pilot.networking.cluster_traffic_policy import (
 )
 from pistio.pilot.networking.route_clusters import parse_subset_key
 from pistio.pilot.registry.workload import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL, locality_of
+from pistio.pilot.security.peer_authn import MtlsMode, peer_authentication_for
 
 ISTIO_METADATA_KEY = "istio"
 DEFAULT_CLUSTER_ID = "Kubernetes"
@@ -50,7 +50,6 @@ LABEL_NETWORK = "topology.istio.io/network"
 LABEL_CANONICAL_NAME = "service.istio.io/canonical-name"
 LABEL_CANONICAL_REVISION = "service.istio.io/canonical-revision"
 
-_UNSET_MTLS = MutualTLS()
 _HEALTH = {
     HealthStatus.HEALTHY: health_check_pb2.HEALTHY,
     HealthStatus.UNHEALTHY: health_check_pb2.UNHEALTHY,
@@ -161,25 +160,11 @@ class LocalityGroup:
 
 
 def workload_mtls_disabled(push: PushContext, ep: Endpoint) -> bool:
-    """PeerAuthentication says this endpoint does not accept mTLS (workload policy, then
-    namespace, then mesh), so the client must not pick the mTLS socket for it."""
-    scopes = ((ep.namespace, True), (ep.namespace, False), (push.root_namespace, False))
-    policies = push.configs_of("PeerAuthentication")
-    for ns, with_selector in scopes:
-        for pa in policies:
-            if (pa.namespace or "default") != ns:
-                continue
-            sel = pa.spec.selector
-            has_selector = sel is not None and bool(sel.match_labels)
-            if has_selector != with_selector:
-                continue
-            if has_selector and not labels_match(sel.match_labels, ep.labels):
-                continue
-            mtls = pa.spec.port_level_mtls.get(ep.port) if with_selector else None
-            mode = (mtls or pa.spec.mtls or _UNSET_MTLS).mode
-            if mode != "UNSET":
-                return mode == "DISABLE"
-    return False
+    """PeerAuthentication says this endpoint's port does not accept mTLS (the effective mode
+    the server side gets, :func:`pistio.pilot.security.peer_authn.peer_authentication_for`),
+    so the client must not pick the mTLS socket for it (Istio's mtlsChecker)."""
+    merged = peer_authentication_for(push, ep.namespace, ep.labels)
+    return merged.mode_for_port(ep.port) is MtlsMode.DISABLE
 
 
 def subset_labels(rule: net.DestinationRule | None, subset: str) -> dict[str, str] | None:

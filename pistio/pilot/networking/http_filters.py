@@ -4,8 +4,8 @@
 Istio's filter order is: metadata exchange, CUSTOM authz, authn (JWT, peer), authz (RBAC),
 gRPC-Web, gRPC stats, ALPN, fault, CORS, telemetry (stats), router. The fault and CORS
 filters are always present because routes configure them per route
-(``typed_per_filter_config``). Security and telemetry filters come from their own builders
-through ``security_filters`` / ``telemetry_filters``; both are empty for now.
+(``typed_per_filter_config``). Security filters come from :mod:`pistio.pilot.security`
+(inbound only, as Istio); telemetry filters through ``telemetry_filters`` (empty for now).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
+from pistio.pilot.security.filters import inbound_http_filters
 from pistio.xds.any_codec import pack
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -78,12 +79,11 @@ def grpc_web_filter() -> hcm_pb2.HttpFilter:
 def security_filters(
     push: PushContext, proxy: Proxy, listener_class: ListenerClass
 ) -> list[hcm_pb2.HttpFilter]:
-    """CUSTOM authz, authentication (JWT, mTLS peer) and RBAC filters, in Istio's order.
-
-    TODO(security): RequestAuthentication → jwt_authn + istio_authn, AuthorizationPolicy →
-    rbac (CUSTOM ext_authz first). Empty until the security builders exist.
-    """
-    return []
+    """CUSTOM authz (RBAC shadow + ext_authz), authentication (jwt_authn) and RBAC (AUDIT,
+    DENY, ALLOW) filters, in Istio's order; only on inbound connection managers."""
+    if listener_class is not ListenerClass.SIDECAR_INBOUND:
+        return []
+    return inbound_http_filters(push, proxy)
 
 
 def telemetry_filters(

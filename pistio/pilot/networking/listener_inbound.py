@@ -7,8 +7,12 @@ client dialled and filter chains match on it: one chain set per port the workloa
 declares (``InboundPassthroughCluster``), and a blackhole chain for traffic aimed at 15006
 itself (it would loop).
 
-mTLS is not applied yet: every chain matches plaintext (``raw_buffer``). PeerAuthentication
-will choose the match options per port in ``chain_match_options``.
+PeerAuthentication chooses the chains per port (:mod:`pistio.pilot.security.peer_authn`):
+STRICT ports get TLS chains only (``DownstreamTlsContext`` requiring a client certificate),
+PERMISSIVE ports TLS chains matched on Istio's ALPNs plus plaintext chains, DISABLE ports
+plaintext chains; ports named only in a workload policy's ``portLevelMtls`` get their own
+passthrough chains. The security filters (CUSTOM authz, JWT, RBAC) come from
+:mod:`pistio.pilot.security.filters`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from pistio.pilot.networking.http_filters import (
 from pistio.pilot.networking.listener_filters import (
     HTTP_INSPECTOR,
     PLAINTEXT_HTTP_ALPNS,
-    RAW_BUFFER,
     TLS,
     TLS_INSPECTOR,
     http_inspector_filter,
@@ -48,6 +51,18 @@ from pistio.pilot.networking.route_clusters import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_CLUSTER,
     inbound_cluster,
+)
+from pistio.pilot.networking.tls import tls_transport_socket
+from pistio.pilot.security.filters import inbound_tcp_filters
+from pistio.pilot.security.peer_authn import (
+    ListenerProtocol,
+    MatchOption,
+    MergedPeerAuthentication,
+    MtlsMode,
+    MTLSSettings,
+    filter_chain_match_options,
+    mtls_settings,
+    peer_authentication_for,
 )
 from pistio.xds.any_codec import pack
 
@@ -79,28 +94,20 @@ class InboundChainConfig:
         return base + STAT_PREFIX_DELIMITER
 
 
-@dataclass(frozen=True)
-class MatchOption:
-    """Istio's ``FilterChainMatchOptions``."""
-
-    http: bool
-    transport_protocol: str
-    application_protocols: tuple[str, ...] = ()
-
-
-def chain_match_options(protocol: Protocol) -> list[MatchOption]:
-    """Plaintext options (Istio's ``inboundPlainText*FilterChainMatchOptions``).
-
-    TODO(security): PERMISSIVE and STRICT PeerAuthentication add TLS/mTLS options here.
-    """
+def listener_protocol(protocol: Protocol) -> ListenerProtocol:
+    """Istio's ModelProtocolToListenerProtocol: HTTP, sniffed (AUTO) or TCP chains."""
     if protocol.is_http:
-        return [MatchOption(http=True, transport_protocol=RAW_BUFFER)]
+        return ListenerProtocol.HTTP
     if protocol.is_unsupported:
-        return [
-            MatchOption(True, RAW_BUFFER, PLAINTEXT_HTTP_ALPNS),
-            MatchOption(False, RAW_BUFFER),
-        ]
-    return [MatchOption(http=False, transport_protocol=RAW_BUFFER)]
+        return ListenerProtocol.AUTO
+    return ListenerProtocol.TCP
+
+
+def chain_match_options(
+    protocol: Protocol, mode: MtlsMode = MtlsMode.DISABLE
+) -> tuple[MatchOption, ...]:
+    """Istio's getFilterChainMatchOptions for a port's protocol and mTLS mode."""
+    return filter_chain_match_options(mode, listener_protocol(protocol))
 
 
 def inbound_chain_configs(push: PushContext, proxy: Proxy) -> list[InboundChainConfig]:
@@ -138,16 +145,19 @@ def inbound_chain_configs(push: PushContext, proxy: Proxy) -> list[InboundChainC
 def build_virtual_inbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
     port = push.mesh.proxy_inbound_listen_port or DEFAULT_INBOUND_PORT
     chains = [_blackhole_chain(port)]
-    passthrough = InboundChainConfig(
-        cluster=INBOUND_PASSTHROUGH_CLUSTER,
-        target_port=0,
-        service_port=0,
-        protocol=Protocol.UNSUPPORTED,
-        passthrough=True,
-    )
-    chains += build_inbound_chains(push, proxy, passthrough)
-    for cc in inbound_chain_configs(push, proxy):
-        chains += build_inbound_chains(push, proxy, cc)
+    merged = peer_authentication_for(push, proxy.namespace, proxy.labels)
+    configs = inbound_chain_configs(push, proxy)
+    for mtls in passthrough_mtls_settings(push, proxy, merged, configs):
+        passthrough = InboundChainConfig(
+            cluster=INBOUND_PASSTHROUGH_CLUSTER,
+            target_port=mtls.port,
+            service_port=0,
+            protocol=Protocol.UNSUPPORTED,
+            passthrough=True,
+        )
+        chains += build_inbound_chains(push, proxy, passthrough, mtls)
+    for cc in configs:
+        chains += build_inbound_chains(push, proxy, cc, mtls_settings(push, merged, cc.target_port))
     out = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD, port),
@@ -164,21 +174,40 @@ def build_virtual_inbound_listener(push: PushContext, proxy: Proxy) -> listener_
     return out
 
 
+def passthrough_mtls_settings(
+    push: PushContext,
+    proxy: Proxy,
+    merged: MergedPeerAuthentication,
+    configs: list[InboundChainConfig],
+) -> list[MTLSSettings]:
+    """Istio's ForPassthrough: the catch-all chains, then one set per ``portLevelMtls``
+    port that no service (or Sidecar ingress) declares, so the port's mode still holds."""
+    out = [mtls_settings(push, merged, 0)]
+    declared = {cc.target_port for cc in configs}
+    for port in sorted(merged.per_port):
+        if port not in declared:
+            out.append(mtls_settings(push, merged, port))
+    return out
+
+
 def build_inbound_chains(
-    push: PushContext, proxy: Proxy, cc: InboundChainConfig
+    push: PushContext, proxy: Proxy, cc: InboundChainConfig, mtls: MTLSSettings | None = None
 ) -> list[lc.FilterChain]:
+    mtls = mtls or MTLSSettings(port=cc.target_port, mode=MtlsMode.DISABLE)
     out = []
-    for opt in chain_match_options(cc.protocol):
+    for opt in chain_match_options(cc.protocol, mtls.mode):
         match = lc.FilterChainMatch(
             application_protocols=opt.application_protocols,
             transport_protocol=opt.transport_protocol,
         )
         if cc.target_port:
             match.destination_port.value = cc.target_port
-        filters = _http_filters(push, proxy, cc) if opt.http else _tcp_filters(cc)
-        out.append(
-            lc.FilterChain(name=cc.name(opt.http), filter_chain_match=match, filters=filters)
-        )
+        filters = _http_filters(push, proxy, cc) if opt.http else _tcp_filters(push, proxy, cc)
+        chain = lc.FilterChain(name=cc.name(opt.http), filter_chain_match=match, filters=filters)
+        tls_context = opt.tls_context(mtls)
+        if tls_context is not None:
+            chain.transport_socket.CopyFrom(tls_transport_socket(tls_context))
+        out.append(chain)
     return out
 
 
@@ -195,13 +224,14 @@ def _http_filters(push: PushContext, proxy: Proxy, cc: InboundChainConfig) -> li
             route_config=route,
         ),
     )
-    # TODO(security, telemetry): metadata exchange and WASM network filters go before the HCM.
+    # TODO(telemetry): metadata exchange and WASM network filters go before the HCM.
     return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
 
 
-def _tcp_filters(cc: InboundChainConfig) -> list[lc.Filter]:
-    # TODO(security): RBAC network filters for AuthorizationPolicy go before the tcp_proxy.
-    return [tcp_proxy_filter(cc.cluster, cc.cluster)]
+def _tcp_filters(push: PushContext, proxy: Proxy, cc: InboundChainConfig) -> list[lc.Filter]:
+    """CUSTOM authz and RBAC network filters (Istio's buildCompleteNetworkFilters), then
+    the tcp_proxy."""
+    return [*inbound_tcp_filters(push, proxy), tcp_proxy_filter(cc.cluster, cc.cluster)]
 
 
 def _blackhole_chain(listen_port: int) -> lc.FilterChain:

@@ -48,6 +48,7 @@ class DownstreamConnectionInfo:
         "local_uri_san",
         "peer_subject",
         "tls_version",
+        "peer_certificate",
         "connection_id",
     )
 
@@ -66,6 +67,8 @@ class DownstreamConnectionInfo:
         self.local_uri_san: str | None = None
         self.peer_subject: str | None = None
         self.tls_version: str | None = None
+        # pistio.proxy.tls.peer.PeerCertificate of a mutual TLS connection (XFCC, RBAC).
+        self.peer_certificate: Any = None
         self.connection_id = connection_id
 
 

@@ -10,8 +10,10 @@ stats in name order (``cx_active``, ``cx_connect_fail``, ``cx_total``, ``rq_acti
 ``local_origin_success_rate`` (``-1`` when not computed). ``?format=json`` gives the
 ``envoy.admin.v3.Clusters`` message, which ``istioctl proxy-config endpoints`` reads.
 
-The proxy's runtime supplies :class:`ClusterStatus` records through a provider; this module only
-renders them.
+The proxy's runtime supplies :class:`ClusterStatus` records through a provider (the agent's
+view: config and endpoints as received); the workers' own hosts — resolved DNS addresses,
+active health check and outlier flags, active request and connection counts — replace a
+cluster's host list when the workers report them (:func:`overlay_worker_hosts`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,26 @@ class ClusterStatus:
     default_priority: Thresholds = field(default_factory=Thresholds)
     high_priority: Thresholds = field(default_factory=Thresholds)
     hosts: list[HostStatus] = field(default_factory=list)
+
+
+def overlay_worker_hosts(
+    clusters: Iterable[ClusterStatus], hosts: dict[str, dict[tuple[str, int], list]]
+) -> None:
+    """Replace each cluster's hosts by the workers' merged view (see
+    ``pistio.proxy.stats.snapshot.merge_hosts`` for the entry layout)."""
+    for c in clusters:
+        entries = hosts.get(c.name)
+        if entries is None:
+            continue
+        c.hosts = [
+            HostStatus(
+                address, port, health_flags=tuple(flags), weight=weight, priority=priority,
+                hostname=hostname, region=region, zone=zone, sub_zone=sub_zone,
+                stats={"rq_active": rq_active, "cx_active": cx_active},
+            )
+            for (address, port, hostname, flags, weight, priority, region, zone, sub_zone,
+                 rq_active, cx_active) in entries.values()
+        ]
 
 
 def _number(value: float) -> str:

@@ -193,8 +193,13 @@ class AdminServer:
             return Response(exc.status, str(exc) + "\n")
         return Response(200, body + "\n", JSON)
 
-    def _clusters_handler(self, request: Request) -> Response:
+    async def _clusters_handler(self, request: Request) -> Response:
         items = list(self._clusters()) if self._clusters is not None else []
+        if items and self._stats is not None:
+            result = self._stats()
+            workers = await result if inspect.isawaitable(result) else result
+            if workers.hosts:
+                clusters_render.overlay_worker_hosts(items, workers.hosts)
         if request.params.get("format") == "json":
             return Response(200, clusters_render.render_json(items) + "\n", JSON)
         return Response(200, clusters_render.render_text(items))

@@ -3,7 +3,11 @@
 A cluster names a set of upstream hosts and how to reach them: the *discovery type* (where
 hosts come from: EDS, an inline static list, DNS, or the connection's original destination),
 the *load balancing policy*, connection limits (*circuit breakers*), passive health checking
-(*outlier detection*), upstream HTTP protocol options and the transport socket (plaintext or
+(*outlier detection*), active health checking (``health_checks``, compiled by
+``pistio.proxy.config.health_check``), DNS resolution settings (``dns_refresh_rate``,
+``dns_failure_refresh_rate``, ``dns_jitter``, ``dns_lookup_family``; ``respect_dns_ttl`` is
+accepted but cannot be honoured, see ``pistio.proxy.upstream.dns``), upstream HTTP protocol
+options and the transport socket (plaintext or
 TLS, chosen per endpoint by ``transport_socket_matches`` on its metadata, which is how Istio's
 auto-mTLS works).
 
@@ -31,7 +35,8 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 
 from pistio.proxy.config.endpoints import LoadAssignment, compile_load_assignment
 from pistio.proxy.config.errors import ConfigError
-from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED
+from pistio.proxy.config.health_check import HealthCheckConfig, compile_health_checks
+from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED, check_common_tls
 from pistio.proxy.config.unsupported import unsupported_fields
 
 Cluster = cluster_pb2.Cluster
@@ -115,8 +120,13 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
             "circuit_breakers",
             "typed_extension_protocol_options",
             "dns_refresh_rate",
+            "dns_failure_refresh_rate",
+            "dns_jitter",
             "respect_dns_ttl",
             "dns_lookup_family",
+            "health_checks",
+            "ignore_health_on_host_removal",
+            "close_connections_on_host_health_failure",
             "outlier_detection",
             "cleanup_interval",
             "upstream_bind_config",
@@ -132,6 +142,7 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
         }
     ),
     "envoy.config.cluster.v3.Cluster.EdsClusterConfig": frozenset({"eds_config", "service_name"}),
+    "envoy.config.cluster.v3.Cluster.RefreshRate": frozenset({"base_interval", "max_interval"}),
     "envoy.config.cluster.v3.CircuitBreakers": frozenset({"thresholds"}),
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds": frozenset(
         {
@@ -166,10 +177,12 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
             "enforcing_local_origin_success_rate",
             "max_ejection_time",
             "always_eject_one_host",
+            "successful_active_health_check_uneject_host",
         }
     ),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset(
-        {"healthy_panic_threshold", "locality_weighted_lb_config", "zone_aware_lb_config"}
+        {"healthy_panic_threshold", "locality_weighted_lb_config", "zone_aware_lb_config",
+         "ignore_new_hosts_until_first_hc"}
     ),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig": frozenset(
         {"routing_enabled", "min_cluster_size"}
@@ -276,6 +289,7 @@ class OutlierDetectionConfig:
     max_ejection_time: float = 300.0
     max_ejection_percent: int = 10
     always_eject_one_host: bool = False
+    successful_active_health_check_uneject_host: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +366,13 @@ class UpstreamTlsConfig:
     cipher_suites: tuple[str, ...]
     ecdh_curves: tuple[str, ...]
     proto: tls_pb2.UpstreamTlsContext = field(repr=False, compare=False)
+    # How long the cluster may warm waiting for these SDS secrets (None: for ever).
+    sds_fetch_timeout: float | None = None
+
+    @property
+    def sds_names(self) -> tuple[str, ...]:
+        names = self.certificate_sds_names
+        return names + (self.validation_sds_name,) if self.validation_sds_name else names
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,8 +427,18 @@ class ClusterConfig:
     upstream_bind_address: str | None = None  # e.g. 127.0.0.6 for inbound clusters
     extra_bind_addresses: tuple[str, ...] = ()
     dns_refresh_rate: float = DEFAULT_DNS_REFRESH_RATE
+    # dns_failure_refresh_rate: back-off after a failed resolution (None: dns_refresh_rate).
+    dns_failure_refresh_base: float | None = None
+    dns_failure_refresh_max: float | None = None
+    dns_jitter: float = 0.0
+    # Accepted, not honoured: the system resolver (getaddrinfo) reports no TTLs, so records
+    # are re-resolved every dns_refresh_rate (see pistio.proxy.upstream.dns).
     respect_dns_ttl: bool = False
     dns_lookup_family: int = Cluster.AUTO
+    health_check: HealthCheckConfig | None = None  # active health checking
+    ignore_health_on_host_removal: bool = False
+    close_connections_on_host_health_failure: bool = False
+    ignore_new_hosts_until_first_hc: bool = False  # CommonLbConfig
     cleanup_interval: float = DEFAULT_CLEANUP_INTERVAL  # ORIGINAL_DST idle host removal
     tcp_keepalive: TcpKeepalive | None = None
     metadata: Mapping[str, Mapping[str, Any]] = field(
@@ -497,6 +528,21 @@ def compile_cluster(c: Cluster) -> ClusterConfig:
         ):
             problems.append(f"{path}load_assignment: LOGICAL_DNS needs exactly one endpoint")
 
+    health_check = compile_health_checks(c.health_checks, path, problems)
+    if health_check is not None and discovery is DiscoveryType.ORIGINAL_DST:
+        problems.append(f"{path}health_checks: ORIGINAL_DST clusters cannot be health checked")
+    dns_failure_base = dns_failure_max = None
+    if c.HasField("dns_failure_refresh_rate"):
+        rr = c.dns_failure_refresh_rate
+        dns_failure_base = _seconds(rr.base_interval)
+        dns_failure_max = (_seconds(rr.max_interval) if rr.HasField("max_interval")
+                           else 10 * dns_failure_base)
+        if dns_failure_base <= 0.001 or dns_failure_max < dns_failure_base:
+            problems.append(f"{path}dns_failure_refresh_rate: base_interval must exceed 1ms and "
+                            "max_interval must not be below it")
+    if c.HasField("dns_refresh_rate") and _seconds(c.dns_refresh_rate) <= 0.001:
+        problems.append(f"{path}dns_refresh_rate: must be greater than 1ms")
+
     bind = None
     extra_bind: tuple[str, ...] = ()
     if c.HasField("upstream_bind_config"):
@@ -539,8 +585,15 @@ def compile_cluster(c: Cluster) -> ClusterConfig:
         extra_bind_addresses=extra_bind,
         dns_refresh_rate=_seconds(c.dns_refresh_rate) if c.HasField("dns_refresh_rate")
         else DEFAULT_DNS_REFRESH_RATE,
+        dns_failure_refresh_base=dns_failure_base,
+        dns_failure_refresh_max=dns_failure_max,
+        dns_jitter=_seconds(c.dns_jitter) if c.HasField("dns_jitter") else 0.0,
         respect_dns_ttl=c.respect_dns_ttl,
         dns_lookup_family=c.dns_lookup_family,
+        health_check=health_check,
+        ignore_health_on_host_removal=c.ignore_health_on_host_removal,
+        close_connections_on_host_health_failure=c.close_connections_on_host_health_failure,
+        ignore_new_hosts_until_first_hc=c.common_lb_config.ignore_new_hosts_until_first_hc,
         cleanup_interval=_seconds(c.cleanup_interval) if c.HasField("cleanup_interval")
         else DEFAULT_CLEANUP_INTERVAL,
         tcp_keepalive=keepalive,
@@ -705,6 +758,10 @@ def _outlier_detection(od: outlier_detection_pb2.OutlierDetection) -> OutlierDet
         always_eject_one_host=od.always_eject_one_host.value
         if od.HasField("always_eject_one_host")
         else False,
+        successful_active_health_check_uneject_host=(
+            od.successful_active_health_check_uneject_host.value
+            if od.HasField("successful_active_health_check_uneject_host") else True
+        ),
     )
 
 
@@ -793,6 +850,7 @@ def _transport_socket(ts: Any, path: str, problems: list[str]) -> TransportSocke
 def _tls(ctx: tls_pb2.UpstreamTlsContext, path: str, problems: list[str]) -> UpstreamTlsConfig:
     problems.extend(unsupported_fields(ctx, _ALLOWED, path))
     common = ctx.common_tls_context
+    timeout = check_common_tls(common, f"{path}.common_tls_context", problems, server=False)
     combined = common.combined_validation_context
     sans = tuple(
         SanMatcher(m.WhichOneof("match_pattern") or "exact",
@@ -815,4 +873,5 @@ def _tls(ctx: tls_pb2.UpstreamTlsContext, path: str, problems: list[str]) -> Ups
         cipher_suites=tuple(common.tls_params.cipher_suites),
         ecdh_curves=tuple(common.tls_params.ecdh_curves),
         proto=ctx,
+        sds_fetch_timeout=timeout,
     )

@@ -34,6 +34,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.grpc_web.v3 import grpc_web_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
@@ -50,8 +51,16 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from pistio.proxy.config.cluster_config import SanMatcher
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.route_action import compile_http_fault
-from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED
+from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED, check_common_tls
 from pistio.proxy.config.unsupported import unsupported_fields
+from pistio.proxy.filters.http.ext_authz import unpack_ext_authz
+from pistio.proxy.filters.http.jwt_authn import unpack_jwt_authn
+from pistio.proxy.filters.http.rbac import unpack_http_rbac
+from pistio.proxy.filters.network.rbac import (
+    NETWORK_RBAC_TYPE,
+    NetworkRbacConfig,
+    compile_network_rbac,
+)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -75,11 +84,26 @@ UUID_REQUEST_ID_TYPE = _type_url(uuid_pb2.UuidRequestIdConfig)
 FAULT_TYPE = _type_url(fault_pb2.HTTPFault)
 CORS_TYPE = _type_url(cors_pb2.Cors)
 ROUTER_TYPE = _type_url(router_pb2.Router)
+GRPC_WEB_TYPE = _type_url(grpc_web_pb2.GrpcWeb)
+RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+# The security filters' compilers (pistio.proxy.filters.http), by type: each NACKs what it
+# does not implement.
+SECURITY_HTTP_FILTERS = MappingProxyType({
+    RBAC_TYPE: unpack_http_rbac,
+    JWT_AUTHN_TYPE: unpack_jwt_authn,
+    EXT_AUTHZ_TYPE: unpack_ext_authz,
+})
 # The HTTP filters pistio runs (``pistio.proxy.filters.http``), by typed_config type; any
 # other filter is NACKed unless ``is_optional``. The router must be the last one.
 SUPPORTED_HTTP_FILTERS: Mapping[str, str] = MappingProxyType({
     FAULT_TYPE: "envoy.filters.http.fault",
     CORS_TYPE: "envoy.filters.http.cors",
+    GRPC_WEB_TYPE: "envoy.filters.http.grpc_web",
+    RBAC_TYPE: "envoy.filters.http.rbac",
+    JWT_AUTHN_TYPE: "envoy.filters.http.jwt_authn",
+    EXT_AUTHZ_TYPE: "envoy.filters.http.ext_authz",
     ROUTER_TYPE: "envoy.filters.http.router",
 })
 
@@ -367,6 +391,14 @@ class DownstreamTlsConfig:
     max_version: int
     cipher_suites: tuple[str, ...]
     proto: tls_pb2.DownstreamTlsContext = field(repr=False, compare=False)
+    ecdh_curves: tuple[str, ...] = ()
+    # How long the listener may warm waiting for these SDS secrets (None: for ever).
+    sds_fetch_timeout: float | None = None
+
+    @property
+    def sds_names(self) -> tuple[str, ...]:
+        names = self.certificate_sds_names
+        return names + (self.validation_sds_name,) if self.validation_sds_name else names
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +438,8 @@ class FilterChainConfig:
     metadata: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # ``envoy.filters.network.rbac`` filters before the terminal one, in order.
+    network_rbac: tuple[NetworkRbacConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,12 +719,20 @@ def _predicate(
 def _filter_chain(fc: lc.FilterChain, path: str, problems: list[str]) -> FilterChainConfig:
     match = _chain_match(fc.filter_chain_match, f"{path}.filter_chain_match", problems)
     http = tcp = None
+    network_rbac: list[NetworkRbacConfig] = []
     if not fc.filters:
         problems.append(f"{path}.filters: a filter chain needs a terminal network filter")
     for i, f in enumerate(fc.filters):
         here = f"{path}.filters[{i}]"
         problems.extend(unsupported_fields(f, _ALLOWED, here))
         url = f.typed_config.type_url
+        if url == NETWORK_RBAC_TYPE and i != len(fc.filters) - 1:
+            try:
+                network_rbac.append(compile_network_rbac(f.typed_config, f.name,
+                                                         f"{here}.typed_config"))
+            except ConfigError as err:
+                problems.extend(err.problems)
+            continue
         if i != len(fc.filters) - 1:
             problems.append(f"{here}: only one (terminal) network filter per chain is supported;"
                             f" {f.name!r} is not")
@@ -717,7 +759,7 @@ def _filter_chain(fc: lc.FilterChain, path: str, problems: list[str]) -> FilterC
         {k: MappingProxyType(json_format.MessageToDict(v))
          for k, v in fc.metadata.filter_metadata.items()}
     )
-    return FilterChainConfig(fc.name, match, http, tcp, tls, metadata)
+    return FilterChainConfig(fc.name, match, http, tcp, tls, metadata, tuple(network_rbac))
 
 
 def _chain_match(
@@ -800,6 +842,9 @@ def _hcm(
         else:
             problems.append(f"{path}.request_id_extension: {url} is not supported")
     ccd = hcm.set_current_client_cert_details
+    if ccd.chain:
+        problems.append(f"{path}.set_current_client_cert_details.chain: the peer's certificate "
+                        "chain is not available to pistio (cert is)")
     cert_details = tuple(
         name for name, on in (
             ("subject", ccd.subject.value), ("cert", ccd.cert), ("chain", ccd.chain),
@@ -859,6 +904,11 @@ _ROUTER_ALLOWED: Mapping[str, frozenset[str]] = {
 }
 
 
+_GRPC_WEB_ALLOWED: Mapping[str, frozenset[str]] = {
+    "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb": frozenset(),
+}
+
+
 def _check_http_filter(
     hf: hcm_pb2.HttpFilter, is_last: bool, path: str, problems: list[str]
 ) -> None:
@@ -880,11 +930,20 @@ def _check_http_filter(
     elif is_last:
         problems.append(f"{path}: non-terminal filter named {hf.name!r} of type {name} is the "
                         "last filter in a http filter chain")
+    elif url == GRPC_WEB_TYPE:
+        grpc_web = grpc_web_pb2.GrpcWeb()
+        hf.typed_config.Unpack(grpc_web)
+        problems.extend(unsupported_fields(grpc_web, _GRPC_WEB_ALLOWED, f"{path}.typed_config"))
     elif url == FAULT_TYPE:
         fault = fault_pb2.HTTPFault()
         hf.typed_config.Unpack(fault)
         try:
             compile_http_fault(fault, f"{path}.typed_config")
+        except ConfigError as err:
+            problems.extend(err.problems)
+    elif url in SECURITY_HTTP_FILTERS:
+        try:
+            SECURITY_HTTP_FILTERS[url](hf.typed_config, f"{path}.typed_config")
         except ConfigError as err:
             problems.extend(err.problems)
 
@@ -914,6 +973,7 @@ def _downstream_tls(
 ) -> DownstreamTlsConfig:
     problems.extend(unsupported_fields(ctx, _ALLOWED, path))
     common = ctx.common_tls_context
+    timeout = check_common_tls(common, f"{path}.common_tls_context", problems, server=True)
     combined = common.combined_validation_context
     sans = []
     for m in combined.default_validation_context.match_subject_alt_names:
@@ -934,6 +994,8 @@ def _downstream_tls(
         max_version=common.tls_params.tls_maximum_protocol_version,
         cipher_suites=tuple(common.tls_params.cipher_suites),
         proto=ctx,
+        ecdh_curves=tuple(common.tls_params.ecdh_curves),
+        sds_fetch_timeout=timeout,
     )
 
 

@@ -47,6 +47,7 @@ from pistio.proxy.config.listener_config import AccessLogConfig, HttpConnectionM
 from pistio.proxy.config.route_match import RequestView
 from pistio.proxy.config.route_table import Route, RouteTable
 from pistio.proxy.filters.http.chain import build_filter_chain
+from pistio.proxy.filters.http.grpc_web import GrpcWebStream
 from pistio.proxy.http.codec_options import HttpConnectionOptions
 from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
 from pistio.proxy.http.headers import Fields, RequestIdGenerator
@@ -61,6 +62,7 @@ from pistio.proxy.http.timeouts import DeadlineSweeper
 from pistio.proxy.router.router import RouterContext, RouterStream
 from pistio.proxy.runtime.snapshot import SnapshotHolder
 from pistio.proxy.stats.store import StatsStore
+from pistio.proxy.tls.xfcc import xfcc_policy
 
 if TYPE_CHECKING:
     from pistio.proxy.stats.families import HttpConnectionManagerStats
@@ -172,8 +174,16 @@ class HttpConnectionManager:
         store: StatsStore,
         buffer_limit: int,
         request_ids: RequestIdGenerator,
+        inline_routes: RouteTable | None = None,
     ) -> None:
         self.config = config
+        # An inline route_config belongs to this version of the listener: connections
+        # accepted under it keep it after a listener update (chain indexes may shift), as
+        # Envoy's draining listeners do. RDS tables are looked up by name per stream instead.
+        self.inline_routes = inline_routes
+        # Set when a listener update replaces this manager: its connections close after their
+        # current response (HTTP/1.1 ``connection: close``, HTTP/2 GOAWAY).
+        self.draining = False
         self.listener_name = listener_name
         self.chain_index = chain_index
         self.holder = holder
@@ -198,8 +208,13 @@ class HttpConnectionManager:
         # http2_protocol_options: the listener compiles max_concurrent_streams; the windows
         # keep Envoy's defaults (256 MiB).
         self.http2_settings = Http2Settings.of(config.max_concurrent_streams)
+        # x-forwarded-client-cert (pistio.proxy.tls.xfcc); None: left as received.
+        self.xfcc = xfcc_policy(config.forward_client_cert_details,
+                                config.set_current_client_cert_details)
 
     def route_table(self) -> RouteTable | None:
+        if self.rds_name is None and self.inline_routes is not None:
+            return self.inline_routes
         return self.holder.current.route_table(self.listener_name, self.chain_index,
                                                self.rds_name)
 
@@ -297,7 +312,7 @@ class ActiveStream:
     __slots__ = (
         "hcm", "stream", "info", "route_table", "_route", "_route_done", "_view", "router",
         "out", "held", "held_bytes", "finished", "deadline", "_request_deadline",
-        "_replying", "_timer", "_on_end", "gate_paused", "last_activity",
+        "_replying", "_timer", "_on_end", "gate_paused", "last_activity", "grpc_web",
     )
 
     def __init__(self, hcm: HttpConnectionManager, stream: Http1Stream) -> None:
@@ -309,6 +324,8 @@ class ActiveStream:
         info.protocol = ("HTTP/1.1" if version == "1.1" else "HTTP/2" if version == "2"
                          else "HTTP/1.0")
         info.request_headers = stream.head
+        if hcm.xfcc is not None:
+            hcm.xfcc.apply(stream.head, downstream)
         self.route_table = hcm.route_table()
         self._route: Route | None = None
         self._route_done = False
@@ -322,6 +339,8 @@ class ActiveStream:
         self._timer: asyncio.TimerHandle | None = None
         self._on_end: list[Callable[[], None]] | None = None
         self.gate_paused = False
+        # A gRPC-Web request's translation state (set by the grpc_web filter).
+        self.grpc_web: GrpcWebStream | None = None
         self.deadline = _INF
         self._request_deadline = _INF
         self.last_activity = stream.conn.loop.time()
@@ -428,6 +447,9 @@ class ActiveStream:
         info = self.info
         info.response_flags |= flag
         info.response_code_details = details
+        gw = self.grpc_web
+        if gw is not None and (filter_position is None or gw.position <= filter_position):
+            body, fields = gw.local_reply(status, body, fields or [])
         stream = self.stream
         if stream.response_started or stream.cancelled:
             # Too late for a reply: Envoy resets the stream.
@@ -437,6 +459,13 @@ class ActiveStream:
             self.finish()
             return
         fields = self.encode_headers(status, fields or [], filter_position)
+        content_type = None
+        for i, (name, value) in enumerate(fields):
+            if name.lower() == b"content-type":
+                # A replier (or encoder filter) chose the type: it replaces text/plain.
+                content_type = value
+                fields = fields[:i] + fields[i + 1:]
+                break
         if body:
             info.local_reply_body = body.decode("latin-1")
             info.bytes_sent += len(body)
@@ -452,11 +481,11 @@ class ActiveStream:
                 conn.server_line = saved + b"".join(
                     n + b": " + v + b"\r\n" for n, v in fields)
                 try:
-                    stream.send_local_reply(status, body)
+                    stream.send_local_reply(status, body, content_type)
                 finally:
                     conn.server_line = saved
             else:
-                stream.send_local_reply(status, body)
+                stream.send_local_reply(status, body, content_type)
         finally:
             self._replying = False
         self.finish()
@@ -529,6 +558,12 @@ class ActiveStream:
             return
         self.out = []
         self.last_activity = self.stream.conn.loop.time()
+        gw = self.grpc_web
+        if gw is not None and gw.text_request:
+            decoded = gw.decode_request(self, pieces)
+            if not decoded:
+                return  # a partial base64 group, or a 400 was sent
+            pieces = decoded
         router = self.router
         if router is not None:
             router.on_request_body(pieces)

@@ -239,7 +239,8 @@ class Http1Stream:
         """The upstream accepted the upgrade (101 already encoded): relay raw bytes now."""
         self.conn._become_raw(upstream_transport, early)
 
-    def send_local_reply(self, status: int, body: bytes | None = None) -> None:
+    def send_local_reply(self, status: int, body: bytes | None = None,
+                         content_type: bytes | None = None) -> None:
         """Answer the request from the proxy (no route, upstream failure, fault...)."""
         if self.response_started or self.cancelled:
             return
@@ -250,7 +251,8 @@ class Http1Stream:
             # The rest of the request body would be read as the next request.
             self.close_after = True
         conn.out.append(
-            local_reply(status, body, conn.server_line, self.close_after, self.head_method)
+            local_reply(status, body, conn.server_line, self.close_after, self.head_method,
+                        content_type)
         )
         self.response_done = True
         up = self.upstream
@@ -485,7 +487,10 @@ class Http1ServerConnection(asyncio.Protocol):
         stream = Http1Stream(self, head, te is not None)
         stream.http10 = version == "1.0"
         stream.head_method = method == b"HEAD"
-        stream.close_after = not parser.should_keep_alive()
+        # A draining connection manager (its listener was updated) closes after this response
+        # so the client reconnects under the new config (Envoy's immediate drain).
+        stream.close_after = not parser.should_keep_alive() or getattr(self._handler,
+                                                                       "draining", False)
         if upgrade is not None:
             # After a refused upgrade the bytes that followed the head are not HTTP.
             stream.upgrade = True

@@ -337,9 +337,12 @@ class Http2Stream:
         # Upgrades are HTTP/1 only (extended CONNECT is not enabled): refuse the stream.
         self.reset()
 
-    def send_local_reply(self, status: int, body: bytes | None = None) -> None:
+    def send_local_reply(self, status: int, body: bytes | None = None,
+                         content_type: bytes | None = None) -> None:
         """Answer from the proxy. The connection manager passes extra headers by appending
-        ``name: value CRLF`` lines to ``server_line`` (the HTTP/1 codec's seam)."""
+        ``name: value CRLF`` lines to ``server_line`` (the HTTP/1 codec's seam); a
+        ``content_type`` replaces ``text/plain`` (a gRPC call always gets a trailers-only
+        reply)."""
         if self.response_started or self.cancelled or self.response_done:
             return
         self.response_started = True
@@ -355,7 +358,7 @@ class Http2Stream:
             headers = [
                 (b":status", b"%d" % status),
                 (b"content-length", b"%d" % len(body)),
-                (b"content-type", b"text/plain"),
+                (b"content-type", content_type or b"text/plain"),
                 (b"date", date_line()[6:-2]),
                 (b"server", self.h2.server_name),
                 *extra,
@@ -686,6 +689,13 @@ class Http2ServerConnection(Http2ConnectionBase):
         up = stream.upstream
         if up is not None and up.out:
             up.flush()
+        if getattr(self._handler, "draining", False) and not self.going_away:
+            # The listener was updated (Envoy's immediate drain): this stream is the last one;
+            # GOAWAY sends the client to a new connection under the new config.
+            self.going_away = True
+            self.h2c.close_connection(h2.errors.ErrorCodes.NO_ERROR,
+                                      last_stream_id=stream.stream_id)
+            self.flush()
 
     def stream_finished(self, stream: Http2Stream) -> None:
         if self.streams.get(stream.stream_id) is stream:

@@ -1,7 +1,8 @@
 """gRPC over the proxy: what Envoy does differently when a request is a gRPC call.
 
-- A request is gRPC when its ``content-type`` starts with ``application/grpc`` (Envoy's
-  ``Grpc::Common::isGrpcRequestHeaders``).
+- A request is gRPC when its ``content-type`` is ``application/grpc``, possibly followed by
+  ``+codec`` or ``;parameters`` (Envoy's ``Grpc::Common::isGrpcRequestHeaders``; gRPC-Web is
+  not gRPC).
 - A local reply to a gRPC request is a *trailers-only* response (one HEADERS frame with
   END_STREAM): ``:status 200``, ``content-type: application/grpc``, ``grpc-status`` mapped
   from the HTTP status the proxy chose, and the reply body as ``grpc-message`` (Envoy's
@@ -60,7 +61,11 @@ _TIMEOUT_UNITS = {
 
 
 def is_grpc(content_type: bytes | None) -> bool:
-    return content_type is not None and content_type.startswith(GRPC_CONTENT_TYPE)
+    """Envoy's ``Grpc::Common::hasGrpcContentType``: ``application/grpc`` exactly, or followed
+    by ``+`` (a codec) or ``;`` (parameters); ``application/grpc-web`` is not gRPC."""
+    if content_type is None or not content_type.startswith(GRPC_CONTENT_TYPE):
+        return False
+    return len(content_type) == 16 or content_type[16] in b"+;"
 
 
 def grpc_status_for_http(status: int) -> int:

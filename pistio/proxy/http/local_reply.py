@@ -28,15 +28,18 @@ def date_line() -> bytes:
 
 
 def local_reply(
-    status: int, body: bytes | None, server_line: bytes, close: bool, head_only: bool = False
+    status: int, body: bytes | None, server_line: bytes, close: bool, head_only: bool = False,
+    content_type: bytes | None = None,
 ) -> bytes:
     """The bytes of a complete HTTP/1.1 local reply. ``body`` None means the reason phrase;
-    ``head_only`` answers a HEAD request (length announced, body left out)."""
+    ``head_only`` answers a HEAD request (length announced, body left out); ``content_type``
+    replaces ``text/plain``."""
     if body is None:
         body = reason_phrase(status).encode()
     parts = [
         status_line(status),
-        b"content-length: %d\r\ncontent-type: text/plain\r\n" % len(body),
+        b"content-length: %d\r\ncontent-type: %s\r\n" % (len(body),
+                                                           content_type or b"text/plain"),
         date_line(),
         server_line,
     ]

@@ -41,8 +41,12 @@ API for the listener manager::
                            on_complete=access_log)                   # once per config
     info = await proxy.serve(sock, conn_info, downstream=downstream_connection_info)
 
-``sock`` is the accepted socket after the listener filters (nothing consumed);
-``serve`` owns it from then on and returns when the session is over. ``serve_tcp_proxy`` is
+``sock`` is the accepted socket after the listener filters (nothing consumed), or — on a chain
+with a ``DownstreamTlsContext`` — the connection held after its TLS handshake
+(``pistio.proxy.tls.downstream.TlsHandoff``), attached once the upstream is connected;
+``serve`` owns it from then on and returns when the session is over. The upstream connection
+uses the cluster's transport socket for the chosen host (TLS origination with SNI, ALPN and SAN
+verification: ``pistio.proxy.tls.upstream``). ``serve_tcp_proxy`` is
 the one-call form for callers without a compiled filter.
 """
 
@@ -54,7 +58,7 @@ import random
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pistio.proxy.access_log import response_flags as flags
@@ -68,6 +72,8 @@ from pistio.proxy.config.listener_config import (
 from pistio.proxy.http.flow_control import PEER_WRITE_BLOCKED, ReadGate
 from pistio.proxy.stats.families import ClusterStats
 from pistio.proxy.stats.store import Counter, StatsStore
+from pistio.proxy.tls.downstream import TlsHandoff
+from pistio.proxy.tls.upstream import UpstreamTls, open_connection
 
 # Read-pause reason: the other side's transport does not exist yet.
 PEER_NOT_ATTACHED = 1 << 8
@@ -83,6 +89,8 @@ class HostLike(Protocol):
 
 PickHost = Callable[[str, ConnInfo], "tuple[str, int] | HostLike | None"]
 ClusterLookup = Callable[[str], "ClusterConfig | None"]
+TlsLookup = Callable[[str, object], "UpstreamTls | None"]
+Downstream = socket.socket | TlsHandoff  # both have close()
 
 
 class TcpUpstreams:
@@ -94,11 +102,22 @@ class TcpUpstreams:
     ``cluster_config(cluster)``: the compiled cluster (connect timeout, bind address, buffer
     limit), ``None`` for an unknown cluster; without it every cluster exists with defaults."""
 
-    __slots__ = ("pick_host", "cluster_config")
+    __slots__ = ("pick_host", "cluster_config", "initialized", "tls_for")
 
-    def __init__(self, pick_host: PickHost, cluster_config: ClusterLookup | None = None) -> None:
+    def __init__(
+        self,
+        pick_host: PickHost,
+        cluster_config: ClusterLookup | None = None,
+        initialized: Callable[[str], Awaitable[None] | None] | None = None,
+        tls_for: TlsLookup | None = None,
+    ) -> None:
         self.pick_host = pick_host
         self.cluster_config = cluster_config
+        # tls_for(cluster, host): the upstream TLS of the host's transport socket, or None.
+        self.tls_for = tls_for
+        # initialized(cluster): something to await while the cluster is still initializing
+        # (first DNS resolution, first health checks), else None.
+        self.initialized = initialized
 
     @classmethod
     def from_cluster_manager(cls, cluster_manager) -> TcpUpstreams:
@@ -115,7 +134,26 @@ class TcpUpstreams:
             runtime = cluster_manager.get(cluster)
             return None if runtime is None else runtime.config
 
-        return cls(pick_host, cluster_config)
+        def initialized(cluster: str) -> Awaitable[None] | None:
+            runtime = cluster_manager.get(cluster)
+            if runtime is None or not runtime.initializing:
+                return None
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def ready() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            runtime.when_initialized(ready)
+            return done
+
+        def tls_for(cluster: str, host: object) -> UpstreamTls | None:
+            runtime = cluster_manager.get(cluster)
+            if runtime is None:
+                return None
+            return runtime.upstream_tls(getattr(host, "config", None))
+
+        return cls(pick_host, cluster_config, initialized, tls_for)
 
 
 class TcpProxyStats:
@@ -177,7 +215,7 @@ class TcpProxyFilter:
 
     async def serve(
         self,
-        sock: socket.socket,
+        sock: Downstream,
         conn: ConnInfo,
         *,
         downstream: DownstreamConnectionInfo | None = None,
@@ -200,7 +238,7 @@ class TcpProxyFilter:
     async def _serve(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
+        sock: Downstream,
         conn: ConnInfo,
         info: StreamInfo,
         ssl: ssl_module.SSLContext | None,
@@ -219,6 +257,10 @@ class TcpProxyFilter:
         if cluster_config is not None and cluster_config.alt_stat_name:
             info.upstream_cluster_observability_name = cluster_config.alt_stat_name
         cluster_stats = self.store.cluster(cluster)
+        if upstreams.initialized is not None:
+            waiting = upstreams.initialized(cluster)
+            if waiting is not None:
+                await waiting
         picked = upstreams.pick_host(cluster, conn)
         if picked is None:
             info.response_flags |= flags.NO_HEALTHY_UPSTREAM
@@ -247,13 +289,13 @@ class TcpProxyFilter:
         upstream.peer, downstream_side.peer = downstream_side, upstream
         session.upstream, session.downstream = upstream, downstream_side
 
+        tls = upstreams.tls_for(cluster, host) if upstreams.tls_for is not None else None
         cluster_stats.upstream_cx_total += 1
         started = loop.time()
         try:
             async with asyncio.timeout(connect_timeout):
-                await loop.create_connection(
-                    lambda: upstream, address, port, local_addr=bind
-                )
+                await open_connection(loop, lambda: upstream, address, port, local_addr=bind,
+                                      tls=tls)
         except (OSError, TimeoutError) as err:
             cluster_stats.upstream_cx_connect_fail += 1
             if isinstance(err, TimeoutError):
@@ -274,7 +316,10 @@ class TcpProxyFilter:
             if local is not None:
                 info.upstream_local_address = (local[0], local[1])
             try:
-                await loop.connect_accepted_socket(lambda: downstream_side, sock, ssl=ssl)
+                if isinstance(sock, TlsHandoff):
+                    sock.attach(downstream_side)  # TLS done: take the held connection
+                else:
+                    await loop.connect_accepted_socket(lambda: downstream_side, sock, ssl=ssl)
             except (OSError, ConnectionError):  # ssl.SSLError is an OSError
                 # The downstream went away (or failed its TLS handshake) meanwhile.
                 sock.close()

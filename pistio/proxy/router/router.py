@@ -487,6 +487,10 @@ class RouterStream:
         # ORIGINAL_DST clusters (Istio's PassthroughCluster) send the request where the
         # client connected to before the capture redirected it.
         destination = self.s.info.downstream.local_address
+        if cluster.initializing:
+            # First DNS resolution or health checks still running (Envoy's warming).
+            cluster.when_initialized(self._cluster_initialized)
+            return
         host = cluster.lb.choose_host(
             self.hash_key, exclude, destination if type(destination) is tuple else None)
         if host is None:
@@ -549,6 +553,10 @@ class RouterStream:
         up = attempt.upstream
         if up is not None:
             up.flush()
+
+    def _cluster_initialized(self) -> None:
+        if not self.done:
+            self.start_attempt()
 
     def _release(self, attempt: UpstreamRequest) -> None:
         """The attempt no longer holds its request slot and host."""
@@ -641,9 +649,17 @@ class RouterStream:
             fields = mutate_response(fields, levels)
         if self.attempt_count_in_response:
             fields = [*fields, (X_ENVOY_ATTEMPT_COUNT, b"%d" % self.attempts)]
+        gw = self.s.grpc_web
+        if gw is not None:
+            gw.response_head(status, fields)
+            has_length = False  # the body changes (trailers frame, base64)
         fields = self.s.encode_headers(status, fields)
         stream = self.stream
         stream.sent_at = attempt.sent_at
+        if gw is not None and gw.transforming:
+            # Not a gRPC response: it goes out trailers-only once its body was read.
+            gw.held_head = (status, fields)
+            return
         self.s.response_begins(status)
         stream.on_response_head(status, fields, has_length, upgrade)
 
@@ -660,14 +676,28 @@ class RouterStream:
 
     def on_upstream_body(self, data: bytes) -> None:
         s = self.s
+        gw = s.grpc_web
+        if gw is not None:
+            data = gw.encode_body(data)
+            if not data:
+                s.last_activity = self.ctx.loop.time()
+                return
         s.info.bytes_sent += len(data)
         s.last_activity = self.ctx.loop.time()
         self.stream.on_response_body(data)
 
     def on_upstream_trailers(self, fields: Fields) -> None:
         """Response trailers go downstream when the downstream codec carries them (HTTP/2);
-        an HTTP/1.1 downstream drops them, as Envoy does unless trailers are enabled."""
+        an HTTP/1.1 downstream drops them, as Envoy does unless trailers are enabled. A
+        gRPC-Web response carries them as its last body frame."""
         if self.done:
+            return
+        gw = self.s.grpc_web
+        if gw is not None:
+            frame = gw.encode_trailers(fields)
+            if frame:
+                self.s.info.bytes_sent += len(frame)
+                self.stream.on_response_body(frame)
             return
         send = getattr(self.stream, "on_response_trailers", None)
         if send is not None:
@@ -679,7 +709,19 @@ class RouterStream:
         self.attempt = None
         self._release(attempt)
         self._end()
-        self.stream.on_response_complete()
+        stream = self.stream
+        gw = self.s.grpc_web
+        if gw is not None:
+            held = gw.release()
+            if held is not None:
+                status, fields = held
+                self.s.response_begins(status)
+                stream.on_response_head(status, fields, True, None)
+            elif gw.text_response:
+                rest = gw.flush_text()
+                if rest:
+                    stream.on_response_body(rest)
+        stream.on_response_complete()
         self.s.finish()
 
     def on_upstream_failure(self, attempt: UpstreamRequest, failure: UpstreamFailure) -> None:

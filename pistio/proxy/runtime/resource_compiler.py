@@ -25,6 +25,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
@@ -33,6 +34,7 @@ from pistio.proxy.config.endpoints import LoadAssignment, compile_load_assignmen
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.listener_config import HCM_TYPE, ListenerConfig, compile_listener
 from pistio.proxy.config.route_table import RouteTable
+from pistio.proxy.tls.secrets import Secret, compile_secret
 from pistio.xds import types as T
 
 # Envoy's ConfigSource.initial_fetch_timeout when the field is unset.
@@ -62,7 +64,7 @@ class CompiledListener:
     rds_fetch_timeout: float | None = None  # None: wait for the routes for ever
 
 
-Compiled = CompiledCluster | CompiledListener | RouteTable | LoadAssignment
+Compiled = CompiledCluster | CompiledListener | RouteTable | LoadAssignment | Secret
 
 
 def _seconds(d: object) -> float:
@@ -120,6 +122,8 @@ _PARSERS = {
     T.LISTENER: (listener_pb2.Listener, compile_listener_resource),
     T.ROUTE: (route_pb2.RouteConfiguration, RouteTable.compile),
     T.ENDPOINT: (endpoint_pb2.ClusterLoadAssignment, compile_load_assignment),
+    # SDS secrets the agent resolved, forwarded to the workers (pistio.proxy.tls.secrets).
+    T.SECRET: (secret_pb2.Secret, compile_secret),
 }
 
 SUPPORTED_TYPES = frozenset(_PARSERS)

@@ -24,6 +24,7 @@ from pistio.proxy.config.endpoints import HostSet, LoadAssignment
 from pistio.proxy.config.listener_config import ListenerConfig
 from pistio.proxy.config.route_table import RouteTable
 from pistio.proxy.runtime.resource_compiler import CompiledCluster, CompiledListener
+from pistio.proxy.tls.secrets import Secret
 
 log = logging.getLogger("pistio.proxy.snapshot")
 
@@ -63,6 +64,8 @@ class ConfigSnapshot:
     listeners_by_address: Mapping[tuple[str, int], ListenerConfig] = field(default_factory=_empty)
     # xDS version_info of the last accepted response, by type URL (for logs and dumps).
     xds_versions: Mapping[str, str] = field(default_factory=_empty, compare=False)
+    # SDS secrets by name (pistio.proxy.tls.secrets): what TLS contexts are built from.
+    secrets: Mapping[str, Secret] = field(default_factory=_empty)
 
     def route_table(self, listener: str, chain_index: int, rds_name: str | None) -> (
         RouteTable | None
@@ -83,6 +86,7 @@ def build_snapshot(
     listeners: Mapping[str, CompiledListener],
     routes: Mapping[str, RouteTable],
     xds_versions: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Secret] | None = None,
 ) -> ConfigSnapshot:
     """Assemble a snapshot from *active* compiled resources. ``assignments`` are EDS
     ClusterLoadAssignments by service name; an EDS cluster without one gets no hosts."""
@@ -112,6 +116,7 @@ def build_snapshot(
         inline_route_tables=MappingProxyType(inline),
         listeners_by_address=MappingProxyType(by_address),
         xds_versions=MappingProxyType(dict(xds_versions or {})),
+        secrets=MappingProxyType(dict(secrets or {})),
     )
 
 

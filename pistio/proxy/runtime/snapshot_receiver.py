@@ -33,7 +33,7 @@ class SnapshotReceiver:
         self.holder = holder or SnapshotHolder()
         self.compiler = ResourceCompiler()
         self.resources: dict[str, dict[str, any_pb2.Any]] = {
-            T.CLUSTER: {}, T.ENDPOINT: {}, T.LISTENER: {}, T.ROUTE: {},
+            T.CLUSTER: {}, T.ENDPOINT: {}, T.LISTENER: {}, T.ROUTE: {}, T.SECRET: {},
         }
         self.xds_versions: dict[str, str] = {}
 
@@ -65,6 +65,7 @@ class SnapshotReceiver:
             compiled[T.LISTENER],  # type: ignore[arg-type]
             compiled[T.ROUTE],  # type: ignore[arg-type]
             versions,
+            secrets=compiled.get(T.SECRET),  # type: ignore[arg-type]
         )
         self.resources = staged
         self.xds_versions = versions
@@ -86,4 +87,7 @@ class SnapshotReceiver:
                 log.error("worker cannot rebuild snapshot %d: %s", version, err)
                 reply = encode_reply(FAILED, version, str(err))
             writer.write(reply)
-            await writer.drain()
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return  # the agent went away (shutting down): the worker exits quietly

@@ -38,8 +38,9 @@ log = logging.getLogger("pistio.proxy.worker")
 async def run_worker(fd: int, worker_id: int = 0) -> None:
     loop = asyncio.get_running_loop()
     holder = SnapshotHolder()
-    clusters = ClusterManager()
     store = StatsStore()
+    clusters = ClusterManager(loop=loop, store=store)
+    store.host_status = clusters.host_status_dump
     sweeper = DeadlineSweeper(loop, SWEEP_TICK)
     listeners = ListenerManager(loop, holder, clusters, store, sweeper)
     holder.subscribe(clusters.apply)

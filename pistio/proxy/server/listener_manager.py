@@ -16,8 +16,10 @@ connections. Each accepted socket goes through Envoy's connection set-up:
 4. the filter chain match (``select_filter_chain``) on what the previous steps found; no match:
    the connection is closed (``no_filter_chain_match``);
 5. the chain's network filter: the HTTP connection manager, or ``tcp_proxy`` (its cluster's
-   host, or the original destination for an ``ORIGINAL_DST`` cluster). Other chains (TLS
-   termination) go to ``serve_other_chain`` when something installs it, else are closed.
+   host, or the original destination for an ``ORIGINAL_DST`` cluster). A chain with a
+   ``DownstreamTlsContext`` first runs its TLS handshake (``pistio.proxy.tls.downstream``,
+   after the chain match: the inspectors consumed nothing); network RBAC, the codec (by
+   the negotiated ALPN) or the TCP proxy then take the decrypted connection.
 
 Steps 1, 2 and 4 run synchronously in the accept callback; a task per connection then waits
 for the listener filters (only when the listener peeks), attaches the HTTP protocol
@@ -41,10 +43,12 @@ play iptables' part without root: it receives the accepted socket and returns ``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo, StreamInfo
@@ -57,6 +61,11 @@ from pistio.proxy.config.listener_config import (
     original_dst_listener,
 )
 from pistio.proxy.filters.listener.inspection import InspectionVerdict, InspectorStats, inspect
+from pistio.proxy.filters.network.rbac import (
+    NetworkRbacFilter,
+    build_network_rbac,
+    connection_denied,
+)
 from pistio.proxy.http.connection_manager import HttpConnectionManager, build_access_loggers
 from pistio.proxy.http.headers import RequestIdGenerator
 from pistio.proxy.http.timeouts import DeadlineSweeper
@@ -67,6 +76,8 @@ from pistio.proxy.runtime.cluster_manager import ClusterManager
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder
 from pistio.proxy.stats.families import ListenerStats, listener_stat_name
 from pistio.proxy.stats.store import StatsStore
+from pistio.proxy.tls.downstream import DownstreamTls, TlsHandoff, TlsStats
+from pistio.proxy.tls.secrets import Secret
 
 log = logging.getLogger("pistio.proxy.listeners")
 
@@ -83,6 +94,8 @@ OtherChainServer = Callable[[socket.socket, ListenerConfig, FilterChainConfig, C
 serve_other_chain: OtherChainServer | None = None
 
 _SNIFFERS = (ListenerFilterKind.TLS_INSPECTOR, ListenerFilterKind.HTTP_INSPECTOR)
+# Negotiated ALPN values that name the HTTP codec (others, e.g. Istio's "istio": sniffed).
+_HTTP_ALPN = frozenset({"h2", "http/1.1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,17 @@ class ListenerRuntime:
     # The destination comes from SO_ORIGINAL_DST (use_original_dst or the original_dst filter).
     reads_original_dst: bool
     sniffers: tuple[ListenerFilterConfig, ...]  # tls_inspector / http_inspector entries
+    # The chains' network RBAC filters (by ``id(chain)``); enforced by ``rbac_denied``.
+    network_rbac: Mapping[int, tuple[NetworkRbacFilter, ...]] = field(default_factory=dict)
+    # TLS termination of the chains with a DownstreamTlsContext (by ``id(chain)``).
+    tls: Mapping[int, DownstreamTls] = field(default_factory=dict)
+
+    def rbac_denied(self, chain: FilterChainConfig,
+                    downstream: DownstreamConnectionInfo) -> str | None:
+        """The chain's network RBAC decision for a new connection (after its TLS handshake):
+        the termination details when it must be closed, else ``None``."""
+        filters = self.network_rbac.get(id(chain))
+        return connection_denied(filters, downstream) if filters else None
 
     def sniffs(self, dst_port: int) -> bool:
         # A loop, not any(<generator>): this runs per connection, usually on an empty tuple.
@@ -186,6 +210,11 @@ class ListenerManager:
             else:
                 runtimes[name] = self._runtime(config)
         for name, old in self.runtimes.items():
+            if runtimes.get(name) is not old:
+                # Replaced or removed: HTTP connections accepted under the old version drain
+                # (policies such as RBAC live in the connection manager and must take effect).
+                for manager in old.managers.values():
+                    manager.draining = True
             if name not in runtimes:
                 old.close_tcp_sessions()
         self.runtimes = runtimes
@@ -207,18 +236,29 @@ class ListenerManager:
     def _runtime(self, config: ListenerConfig) -> ListenerRuntime:
         managers: dict[int, HttpConnectionManager] = {}
         tcp_proxies: dict[int, TcpProxyFilter] = {}
+        network_rbac: dict[int, tuple[NetworkRbacFilter, ...]] = {}
+        tls: dict[int, DownstreamTls] = {}
+        tls_stats: TlsStats | None = None
         chains = list(enumerate(config.filter_chains))
         if config.default_filter_chain is not None:
             chains.append((-1, config.default_filter_chain))
         for index, chain in chains:
+            if chain.network_rbac:
+                network_rbac[id(chain)] = build_network_rbac(chain.network_rbac, self.store)
             if chain.tls is not None:
-                continue  # TLS termination: serve_other_chain
+                if tls_stats is None:
+                    tls_stats = TlsStats(self.store, "listener." + (
+                        config.stat_prefix or listener_stat_name(config.address, config.port)))
+                tls[id(chain)] = DownstreamTls(chain.tls, self._secrets, tls_stats)
             if chain.http is not None:
-                managers[id(chain)] = HttpConnectionManager(
+                hcm = managers[id(chain)] = HttpConnectionManager(
                     chain.http, config.name, index, self.holder, self.router_context,
                     self.sweeper, self.store, config.per_connection_buffer_limit,
                     self.request_ids,
+                    self.snapshot.inline_route_tables.get((config.name, index)),
                 )
+                if chain.tls is not None:  # x-forwarded-proto when the request has none
+                    hcm.options = dataclasses.replace(hcm.options, forwarded_proto=b"https")
             elif chain.tcp_proxy is not None:
                 tcp_proxies[id(chain)] = TcpProxyFilter(
                     chain.tcp_proxy, self.tcp_upstreams, self.store,
@@ -232,7 +272,11 @@ class ListenerManager:
         )
         sniffers = tuple(f for f in config.listener_filters if f.kind in _SNIFFERS)
         return ListenerRuntime(config, managers, tcp_proxies, self.store.listener(stat_name),
-                               reads_original_dst, sniffers)
+                               reads_original_dst, sniffers, network_rbac, tls)
+
+    def _secrets(self) -> Mapping[str, Secret]:
+        """The SDS secrets in force (TLS contexts follow them per new connection)."""
+        return self.snapshot.secrets
 
     def _bind(self, runtime: ListenerRuntime, key: tuple[str, int]) -> None:
         lm = self.store.listener_manager()
@@ -312,7 +356,20 @@ class ListenerManager:
             return
         downstream = DownstreamConnectionInfo((conn.dst_ip, conn.dst_port),
                                               (conn.src_ip, conn.src_port))
+        downstream.requested_server_name = conn.server_name or None
         key = id(chain)
+        if chain.tls is not None:
+            tls = runtime.tls.get(key)
+            if tls is None:
+                sock.close()
+                return
+            self._track(self.loop.create_task(tls.handshake(
+                self.loop, sock, downstream,
+                functools.partial(self._after_handshake, runtime, chain, conn, downstream))))
+            return
+        if chain.network_rbac and runtime.rbac_denied(chain, downstream):
+            sock.close()  # envoy.filters.network.rbac: access denied
+            return
         hcm = runtime.managers.get(key)
         if hcm is not None:
             self._track(self.loop.create_task(self._attach(sock, hcm.connection(downstream))))
@@ -326,6 +383,26 @@ class ListenerManager:
             serve_other_chain(sock, runtime.config, chain, conn)
         else:
             sock.close()
+
+    def _after_handshake(self, runtime: ListenerRuntime, chain: FilterChainConfig,
+                         conn: ConnInfo, downstream: DownstreamConnectionInfo,
+                         held: TlsHandoff, alpn: str | None) -> asyncio.Protocol | None:
+        """A TLS chain's connection after its handshake (the peer's identity is known now):
+        network RBAC, then the codec picked by ALPN, or the TCP proxy."""
+        key = id(chain)
+        if chain.network_rbac and runtime.rbac_denied(chain, downstream):
+            held.close()  # envoy.filters.network.rbac: access denied
+            return None
+        hcm = runtime.managers.get(key)
+        if hcm is not None:
+            return hcm.connection(downstream, alpn if alpn in _HTTP_ALPN else None)
+        tcp = runtime.tcp_proxies.get(key)
+        if tcp is not None:
+            self._track(self.loop.create_task(
+                tcp.serve(held, conn, downstream=downstream, loop=self.loop)))
+            return None
+        held.close()
+        return None
 
     async def _attach(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
         try:

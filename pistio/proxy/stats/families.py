@@ -273,6 +273,27 @@ class ClusterStats(StatsGroup):
             yield f"{prefix}upstream_rq_{code}", n
 
 
+_HC_COUNTERS = _decl(
+    "attempt", "success", "failure", "passive_failure", "network_failure", "verify_cluster",
+)
+# Each worker checks on its own (pistio.proxy.upstream.health_check): the merged gauge is the
+# largest worker's view.
+_HC_GAUGES = _gauges("healthy", "degraded", merge=MAX)
+
+
+class HealthCheckStats(StatsGroup):
+    """``cluster.<name>.health_check.*``: only for clusters with active health checking."""
+
+    KIND = "health_check"
+    PREFIX = "cluster.{}.health_check."
+    COUNTERS = _HC_COUNTERS
+    GAUGES = _HC_GAUGES
+    __slots__ = _slots(_HC_COUNTERS, _HC_GAUGES, ())
+
+    def __init__(self, cluster_name: str) -> None:
+        super().__init__(f"cluster.{cluster_name}.health_check.", cluster_name)
+
+
 _HCM_COUNTERS = _decl(
     "downstream_cx_total",
     "downstream_cx_ssl_total",
@@ -512,6 +533,7 @@ FAMILIES: dict[str, type[StatsGroup]] = {
     cls.KIND: cls
     for cls in (
         ClusterStats,
+        HealthCheckStats,
         HttpConnectionManagerStats,
         ListenerStats,
         ClusterManagerStats,

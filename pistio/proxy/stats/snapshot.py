@@ -21,6 +21,28 @@ from dataclasses import dataclass, field
 from pistio.proxy.stats.families import FAMILIES, MAX
 from pistio.proxy.stats.histogram import DEFAULT_BUCKETS, HistogramData
 
+# One host in a worker's ``hosts`` dump: [address, port, hostname, health flags, weight,
+# priority, region, zone, sub_zone, rq_active, cx_active].
+HOST_ADDRESS, HOST_PORT, HOST_FLAGS, HOST_RQ_ACTIVE, HOST_CX_ACTIVE = 0, 1, 3, 9, 10
+
+
+def merge_hosts(into: dict[str, dict[tuple[str, int], list]],
+                hosts: dict[str, list[list]]) -> None:
+    """Fold one worker's hosts into ``into``: health flags set in any worker are kept (each
+    worker checks on its own), active counts add up, the rest is the first worker's."""
+    for cluster, entries in hosts.items():
+        known = into.setdefault(cluster, {})
+        for entry in entries:
+            key = (entry[HOST_ADDRESS], entry[HOST_PORT])
+            mine = known.get(key)
+            if mine is None:
+                known[key] = list(entry)
+                continue
+            mine[HOST_FLAGS] = [*mine[HOST_FLAGS],
+                                *(f for f in entry[HOST_FLAGS] if f not in mine[HOST_FLAGS])]
+            mine[HOST_RQ_ACTIVE] += entry[HOST_RQ_ACTIVE]
+            mine[HOST_CX_ACTIVE] += entry[HOST_CX_ACTIVE]
+
 
 @dataclass
 class StatsSnapshot:
@@ -29,9 +51,13 @@ class StatsSnapshot:
     # Gauges merged by maximum rather than sum (values every worker computes identically).
     max_gauges: set[str] = field(default_factory=set)
     histograms: dict[str, HistogramData] = field(default_factory=dict)
+    # The workers' hosts by cluster and (address, port), for ``/clusters``.
+    hosts: dict[str, dict[tuple[str, int], list]] = field(default_factory=dict)
 
     def merge(self, other: StatsSnapshot) -> None:
         """Fold another worker's snapshot into this one."""
+        if other.hosts:
+            merge_hosts(self.hosts, {c: list(h.values()) for c, h in other.hosts.items()})
         counters = self.counters
         for name, value in other.counters.items():
             counters[name] = counters.get(name, 0) + value
@@ -86,6 +112,8 @@ def merge_dumps(dumps: Iterable[bytes]) -> StatsSnapshot:
     merged = StatsSnapshot()
     for raw in dumps:
         doc = json.loads(raw)
+        if "hosts" in doc:
+            merge_hosts(merged.hosts, doc["hosts"])
         for kind, key, counters, gauges, histograms, extra in doc["groups"]:
             acc = groups.get((kind, key))
             if acc is None:

@@ -9,13 +9,15 @@ survive config updates. :meth:`StatsStore.snapshot` copies every value out for a
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pistio.proxy.stats.families import (
     MAX,
     SUM,
     ClusterManagerStats,
     ClusterStats,
+    HealthCheckStats,
     HttpConnectionManagerStats,
     ListenerManagerStats,
     ListenerStats,
@@ -53,6 +55,9 @@ class StatsStore:
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, Gauge] = {}
         self._histograms: dict[str, Histogram] = {}
+        # The worker's hosts as ``/clusters`` shows them (set by the worker to its cluster
+        # manager's ``host_status_dump``), sent along with the stats.
+        self.host_status: Callable[[], dict[str, list[list[Any]]]] | None = None
 
     def _group(self, key: str, cls: type[G], *args: str) -> G:
         group = self._groups.get(key)
@@ -73,10 +78,15 @@ class StatsStore:
             "gauges": {name: [g.value, g.merge] for name, g in self._gauges.items()},
             "histograms": hist,
         }
+        if self.host_status is not None:
+            doc["hosts"] = self.host_status()
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def cluster(self, name: str) -> ClusterStats:
         return self._group("cluster." + name, ClusterStats, name)
+
+    def health_check(self, cluster_name: str) -> HealthCheckStats:
+        return self._group("health_check." + cluster_name, HealthCheckStats, cluster_name)
 
     def http_connection_manager(self, stat_prefix: str) -> HttpConnectionManagerStats:
         return self._group("http." + stat_prefix, HttpConnectionManagerStats, stat_prefix)
@@ -118,6 +128,7 @@ class StatsStore:
     def remove_cluster(self, name: str) -> None:
         """Forget a removed cluster's stats (Envoy drops them with the cluster)."""
         self._groups.pop("cluster." + name, None)
+        self._groups.pop("health_check." + name, None)
 
     def snapshot(self) -> StatsSnapshot:
         counters: dict[str, int] = {}

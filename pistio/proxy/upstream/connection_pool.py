@@ -13,6 +13,7 @@ Each worker process owns its pools: nothing is shared or locked.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from pistio.proxy.http.http1_upstream import Http1ClientConnection
 from pistio.proxy.http.http2_downstream import Http2Settings
 from pistio.proxy.http.stream_events import UpstreamFailure
 from pistio.proxy.http.timeouts import DeadlineSweeper
+from pistio.proxy.tls.upstream import UpstreamTls, open_connection
 from pistio.proxy.upstream.connection_pool_h2 import Http2ConnectionPool
 
 if TYPE_CHECKING:
@@ -48,11 +50,14 @@ class Http1ConnectionPool:
         host: str,
         port: int,
         options: UpstreamHttpOptions,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
         self.options = options
+        # The host's TLS transport socket: a handshake per new connection, none per request.
+        self.tls = tls
         # Most recently released last: pop() takes the warmest, [0] is the oldest.
         self.idle: list[Http1ClientConnection] = []
         self.connections: set[Http1ClientConnection] = set()
@@ -78,8 +83,8 @@ class Http1ConnectionPool:
         self.connects += 1
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, self.host, self.port,
-                                            local_addr=self.options.local_addr),
+                open_connection(self.loop, lambda: conn, self.host, self.port,
+                                local_addr=self.options.local_addr, tls=self.tls),
                 self.options.connect_timeout,
             )
         except TimeoutError:
@@ -147,10 +152,13 @@ class UpstreamPools:
         loop: asyncio.AbstractEventLoop,
         options: UpstreamHttpOptions,
         sweeper: DeadlineSweeper | None = None,
+        tls_for: Callable[[tuple[str, int]], UpstreamTls | None] | None = None,
     ) -> None:
         self.loop = loop
         self.options = options
         self._sweeper = sweeper
+        # The TLS transport socket of an upstream address (its endpoint's tlsMode), if any.
+        self.tls_for = tls_for
         self._pools: dict[tuple[str, int], Http1ConnectionPool] = {}
         self._h2_pools: dict[tuple[str, int], Http2ConnectionPool] = {}
 
@@ -164,17 +172,31 @@ class UpstreamPools:
                                         http.initial_connection_window_size)
             pool = self._h2_pools[address] = Http2ConnectionPool(
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
-                self.options.max_requests_per_connection, self.options.local_addr)
+                self.options.max_requests_per_connection, self.options.local_addr,
+                tls=self.tls_for(address) if self.tls_for is not None else None)
         return pool
 
     def get(self, address: tuple[str, int]) -> Http1ConnectionPool:
         pool = self._pools.get(address)
         if pool is None:
-            pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options)
+            pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options,
+                                       self.tls_for(address) if self.tls_for else None)
             self._pools[address] = pool
             if self._sweeper is not None:
                 self._sweeper.watch(pool)
         return pool
+
+    def close_host(self, address: tuple[str, int]) -> None:
+        """Close every connection to one host (Envoy's
+        ``close_connections_on_host_health_failure``); requests on them fail."""
+        pool = self._pools.pop(address, None)
+        if pool is not None:
+            if self._sweeper is not None:
+                self._sweeper.unwatch(pool)
+            pool.close()
+        h2_pool = self._h2_pools.pop(address, None)
+        if h2_pool is not None:
+            h2_pool.close()
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -21,6 +21,7 @@ from typing import Any
 from pistio.proxy.http.http2_downstream import Http2Settings
 from pistio.proxy.http.http2_upstream import Http2ClientConnection
 from pistio.proxy.http.stream_events import UpstreamFailure
+from pistio.proxy.tls.upstream import UpstreamTls, open_connection
 
 _INF = float("inf")
 
@@ -37,8 +38,10 @@ class Http2ConnectionPool:
         connect_timeout: float = 5.0,
         max_requests_per_connection: int = 0,
         local_addr: tuple[str, int] | None = None,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.local_addr = local_addr
+        self.tls = tls  # the host's TLS transport socket (ALPN h2 comes from its config)
         self.loop = loop
         self.host = host
         self.port = port
@@ -85,8 +88,8 @@ class Http2ConnectionPool:
         self.connects += 1
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, self.host, self.port,
-                                            local_addr=self.local_addr),
+                open_connection(self.loop, lambda: conn, self.host, self.port,
+                                local_addr=self.local_addr, tls=self.tls),
                 self.connect_timeout,
             )
         except TimeoutError:

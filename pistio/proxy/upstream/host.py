@@ -1,5 +1,6 @@
 """An upstream host as one worker sees it: the endpoint from EDS plus the worker's runtime
-counters (active requests and connections, outlier ejection).
+counters (active requests and connections) and health flags (outlier ejection, active health
+checking).
 
 Envoy keeps one ``Host`` object per endpoint and shares it between the load balancer, the
 connection pools and outlier detection; so do we, per worker. Counters are plain attributes
@@ -31,6 +32,11 @@ class Host:
         "eds_healthy",
         "eds_degraded",
         "ejected",
+        "hc_failed",
+        "hc_degraded",
+        "hc_pending",
+        "hc_timeout",
+        "pending_removal",
         "active_requests",
         "active_connections",
         "created_at",
@@ -49,18 +55,54 @@ class Host:
         self.eds_healthy = config.eds_healthy
         self.eds_degraded = config.eds_degraded
         self.ejected = False
+        # Active health checking (Envoy's host health flags): FAILED_ACTIVE_HC,
+        # DEGRADED_ACTIVE_HC, PENDING_ACTIVE_HC (excluded from balancing until its first
+        # check), ACTIVE_HC_TIMEOUT; and PENDING_DYNAMIC_REMOVAL (gone from discovery, kept
+        # while it passes its checks).
+        self.hc_failed = False
+        self.hc_degraded = False
+        self.hc_pending = False
+        self.hc_timeout = False
+        self.pending_removal = False
         self.active_requests = 0
         self.active_connections = 0
         self.created_at = created_at
 
     @property
     def healthy(self) -> bool:
-        """Usable by the load balancer outside panic: healthy in EDS and not ejected."""
-        return self.eds_healthy and not self.ejected
+        """Usable by the load balancer outside panic: healthy in EDS, not ejected, not failing
+        (or degraded by) active health checks."""
+        return self.eds_healthy and not (self.ejected or self.hc_failed or self.hc_degraded)
 
     @property
     def degraded(self) -> bool:
-        return self.eds_degraded and not self.ejected
+        """Envoy's coarse health DEGRADED: degraded by EDS or by active checks, failing
+        nothing."""
+        return (self.eds_degraded or (self.eds_healthy and self.hc_degraded)) and not (
+            self.ejected or self.hc_failed
+        )
+
+    @property
+    def health_flags(self) -> tuple[str, ...]:
+        """Envoy's ``/clusters`` health flag names that apply to this host."""
+        flags = []
+        if self.hc_failed:
+            flags.append("failed_active_hc")
+        if self.ejected:
+            flags.append("failed_outlier_check")
+        if not self.eds_healthy and not self.eds_degraded:
+            flags.append("failed_eds_health")
+        if self.hc_degraded:
+            flags.append("degraded_active_hc")
+        if self.eds_degraded:
+            flags.append("degraded_eds_health")
+        if self.pending_removal:
+            flags.append("pending_dynamic_removal")
+        if self.hc_pending:
+            flags.append("pending_active_hc")
+        if self.hc_timeout:
+            flags.append("active_hc_timeout")
+        return tuple(flags)
 
     def __repr__(self) -> str:
         return f"Host({self.key}, w={self.weight}, p={self.priority})"
@@ -94,6 +136,7 @@ def build_hosts(
                     host.locality_index = index
                     host.eds_healthy = ep.eds_healthy
                     host.eds_degraded = ep.eds_degraded
+                    host.pending_removal = False
                 else:
                     host = Host(ep, index, now)
                 hosts.append(host)

@@ -21,7 +21,13 @@ Choosing a host is two steps, as in Envoy:
    - ring hash / maglev: by the request hash (random without one);
    - original destination: the host is the connection's original destination address.
 
-All state is rebuilt in ``refresh()`` when a host's health changes (outlier ejection, EDS);
+Hosts excluded from balancing (Envoy's ``PENDING_ACTIVE_HC``: not yet health checked, with
+``ignore_new_hosts_until_first_hc``) count nowhere: neither in priority health nor in panic.
+With active health checking, a host that leaves discovery while passing its checks stays
+(``PENDING_DYNAMIC_REMOVAL``) until it fails one, unless ``ignore_health_on_host_removal``.
+
+All state is rebuilt in ``refresh()`` when a host's health changes (outlier ejection, EDS,
+active health checks);
 ``choose_host`` only reads it. ``exclude`` (the retry ``previous_hosts`` predicate) makes the
 policy pick again, up to as many times as there are hosts; if it keeps landing on excluded
 hosts, the first non-excluded host in order is used.
@@ -261,11 +267,49 @@ class LoadBalancer:
 
     # -- config and health changes --
 
-    def update(self, assignment: LoadAssignment) -> None:
+    def update(
+        self, assignment: LoadAssignment, keep: Callable[[Host], bool] | None = None
+    ) -> None:
         """Apply a new EDS assignment, keeping ejection and counters of known hosts; hosts
-        that are new start their slow-start window now."""
+        that are new start their slow-start window now.
+
+        ``keep``: for a host the assignment no longer has, whether it stays (flagged
+        ``pending_removal``) in its priority and locality, as Envoy keeps hosts that still pass
+        active health checks. A host whose priority or locality is gone is removed anyway."""
         self.assignment = assignment
-        self.host_groups = build_hosts(assignment, hosts_by_key(self.hosts), self._now())
+        groups = build_hosts(assignment, hosts_by_key(self.hosts), self._now())
+        if keep is not None:
+            groups = self._retain(groups, keep)
+        self.host_groups = groups
+        self.hosts = tuple(h for groups in self.host_groups for g in groups for h in g)
+        self.refresh()
+
+    def _retain(
+        self, groups: tuple[tuple[tuple[Host, ...], ...], ...], keep: Callable[[Host], bool]
+    ) -> tuple[tuple[tuple[Host, ...], ...], ...]:
+        present = {h for p in groups for g in p for h in g}
+        gone = [h for h in self.hosts if h not in present and keep(h)]
+        if not gone:
+            return groups
+        out = [list(map(list, p)) for p in groups]
+        for host in gone:
+            if host.priority >= len(out):
+                continue
+            localities = self.assignment.priorities[host.priority].localities
+            locality = host.config.locality
+            for index, group in enumerate(localities):
+                if group.locality == locality:
+                    host.pending_removal = True
+                    host.locality_index = index
+                    out[host.priority][index].append(host)
+                    break
+        return tuple(tuple(tuple(g) for g in p) for p in out)
+
+    def remove_hosts(self, hosts: Container[Host]) -> None:
+        """Drop hosts (pending removal ones that failed their health check)."""
+        self.host_groups = tuple(
+            tuple(tuple(h for h in g if h not in hosts) for g in p) for p in self.host_groups
+        )
         self.hosts = tuple(h for groups in self.host_groups for g in groups for h in g)
         self.refresh()
 
@@ -278,7 +322,7 @@ class LoadBalancer:
         degraded_scores: list[int] = []
         for groups in self.host_groups:
             st = _PriorityState()
-            st.hosts = tuple(h for g in groups for h in g)
+            st.hosts = tuple(h for g in groups for h in g if not h.hc_pending)
             st.healthy = tuple(h for h in st.hosts if h.healthy)
             st.degraded = tuple(h for h in st.hosts if h.degraded)
             if self.assignment.weighted_priority_health:

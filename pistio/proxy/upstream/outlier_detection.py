@@ -122,6 +122,14 @@ class OutlierDetector:
         self._monitors = monitors
         self.ejections_active = sum(1 for h in monitors if h.ejected)
 
+    def uneject(self, host: Host) -> None:
+        """Put an ejected host back now (a successful active health check does, by
+        Envoy's ``successful_active_health_check_uneject_host`` default); its ejection count,
+        which lengthens the next ejection, stays."""
+        if host.ejected and host in self._monitors:
+            host.ejected = False
+            self.ejections_active -= 1
+
     def monitor(self, host: Host) -> HostMonitor | None:
         return self._monitors.get(host)
 

@@ -198,6 +198,17 @@ ISTIO_PROBERS = (
 )
 
 
+def test_proxy_metadata_becomes_the_proxys_environment():
+    p = pod(annotations={"proxy.istio.io/config":
+                         '{"proxyMetadata": {"SECRET_TTL": "10s", "ISTIO_META_X": "y"}}'})
+    proxy = inject(p, discovery_address="d:1", proxy_argv_prefix=[])["spec"]["containers"][-1]
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert env["SECRET_TTL"] == "10s" and env["ISTIO_META_X"] == "y"
+    with pytest.raises(ValueError, match="proxyMetadata must be a map"):
+        inject(pod(annotations={"proxy.istio.io/config": "proxyMetadata: [a]"}),
+               discovery_address="d:1", proxy_argv_prefix=[])
+
+
 def test_probers_match_istio_byte_for_byte():
     out = inject(ISTIO_STARTUP_READY_LIVE, discovery_address="d:1", proxy_argv_prefix=[])
     proxy = out["spec"]["containers"][-1]

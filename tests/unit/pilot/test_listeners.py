@@ -164,7 +164,16 @@ spec:
 
 
 def test_virtual_inbound():
-    lst = listeners()["virtualInbound"]
+    # Plaintext chains: mTLS disabled mesh-wide (the PERMISSIVE default adds TLS chains,
+    # covered in tests/unit/pilot/security/).
+    disable = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: DISABLE}
+"""
+    lst = listeners(bookinfo_push(disable))["virtualInbound"]
     assert lst.address.socket_address.address == "0.0.0.0"
     assert lst.address.socket_address.port_value == 15006
     assert lst.traffic_direction == base_pb2.INBOUND

@@ -210,8 +210,10 @@ def http_listener(
     access_log_path: str | None = None,
     stream_idle_timeout: float | None = None,
     upgrades: Sequence[str] = ("websocket",),
+    first_filters: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> listener_pb2.Listener:
-    """A gateway-style listener bound to ``address:port``: fault, CORS, router, routes by RDS."""
+    """A gateway-style listener bound to ``address:port``: ``first_filters``, fault, CORS,
+    router, routes by RDS."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         server_name=server_name,
@@ -223,6 +225,7 @@ def http_listener(
             ),
         ),
         http_filters=[
+            *first_filters,
             hcm_pb2.HttpFilter(name="envoy.filters.http.fault",
                                typed_config=pack(fault_pb2.HTTPFault())),
             hcm_pb2.HttpFilter(name="envoy.filters.http.cors", typed_config=pack(cors_pb2.Cors())),
@@ -307,8 +310,8 @@ class InProcessProxy:
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.holder = SnapshotHolder()
-        self.clusters = ClusterManager()
         self.store = StatsStore()
+        self.clusters = ClusterManager(loop=loop, store=self.store)
         self.sweeper = DeadlineSweeper(loop, 0.05)
         self.listeners = ListenerManager(loop, self.holder, self.clusters, self.store,
                                          self.sweeper)

@@ -218,12 +218,15 @@ def nack(c: Cluster) -> list[str]:
 
 def test_unsupported_fields_are_nacked_with_their_path():
     c = Cluster(name="x", type=Cluster.EDS)
-    c.health_checks.add().timeout.seconds = 1
+    hc = c.health_checks.add()
+    hc.timeout.seconds = hc.interval.seconds = 1
+    hc.unhealthy_threshold.value = hc.healthy_threshold.value = 1
+    hc.grpc_health_check.service_name = "svc"
     c.lb_subset_config.fallback_policy = Cluster.LbSubsetConfig.ANY_ENDPOINT
     c.ring_hash_lb_config.hash_function = Cluster.RingHashLbConfig.MURMUR_HASH_2
     c.outlier_detection.failure_percentage_threshold.value = 5
     assert sorted(nack(c)) == [
-        "Cluster x: health_checks: field not supported by pistio",
+        "Cluster x: health_checks[0].grpc_health_check: field not supported by pistio",
         "Cluster x: lb_subset_config: field not supported by pistio",
         "Cluster x: outlier_detection.failure_percentage_threshold: field not supported by pistio",
         "Cluster x: ring_hash_lb_config.hash_function: only XX_HASH is supported",

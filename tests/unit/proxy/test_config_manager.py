@@ -173,9 +173,9 @@ async def test_unsupported_field_is_nacked_precisely_and_the_last_good_config_st
 
     dump = json.loads(config_dump_json(manager))
     [routes] = [c for c in dump["configs"] if c["@type"].endswith("RoutesConfigDump")]
-    [entry] = routes["dynamicRouteConfigs"]
-    assert entry["errorState"]["details"] == expected
-    assert entry["versionInfo"] == good_version  # the active one is still the good one
+    [entry] = routes["dynamic_route_configs"]
+    assert entry["error_state"]["details"] == expected
+    assert entry["version_info"] == good_version  # the active one is still the good one
 
     mesh.rds.set(route_to("9080", "reviews"))  # fixed: accepted again, error cleared
     await mesh.push()
@@ -214,7 +214,7 @@ async def test_warming_waits_for_endpoints_and_routes_until_the_initial_fetch_ti
     assert "0.0.0.0_9090" not in manager.snapshot.listeners
     dump = json.loads(config_dump_json(manager))
     [clusters] = [c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump")]
-    assert [c["cluster"]["name"] for c in clusters["dynamicWarmingClusters"]] == ["lonely"]
+    assert [c["cluster"]["name"] for c in clusters["dynamic_warming_clusters"]] == ["lonely"]
     await manager.wait_for(lambda m: "lonely" in m.snapshot.clusters
                            and "0.0.0.0_9090" in m.snapshot.listeners, timeout=3)
     assert manager.snapshot.clusters["lonely"].assignment.endpoints == ()  # type: ignore[union-attr]

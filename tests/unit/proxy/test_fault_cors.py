@@ -135,20 +135,20 @@ def _listener_with_filters(*filters: hcm_pb2.HttpFilter):
 
 
 async def test_unsupported_http_filter_is_nacked() -> None:
-    from envoy.extensions.filters.http.grpc_web.v3 import grpc_web_pb2
+    from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
     from envoy.extensions.filters.http.router.v3 import router_pb2
 
     router = hcm_pb2.HttpFilter(name="envoy.filters.http.router",
                                 typed_config=pack(router_pb2.Router()))
-    grpc_web = hcm_pb2.HttpFilter(name="envoy.filters.http.grpc_web",
-                                  typed_config=pack(grpc_web_pb2.GrpcWeb()))
+    buffer = hcm_pb2.HttpFilter(name="envoy.filters.http.buffer",
+                                typed_config=pack(buffer_pb2.Buffer()))
     with pytest.raises(ConfigError) as err:
-        compile_listener(_listener_with_filters(grpc_web, router))
+        compile_listener(_listener_with_filters(buffer, router))
     assert ("filter_chains[0].filters[0].typed_config.http_filters[0]: HTTP filter "
-            "'envoy.filters.http.grpc_web' (type.googleapis.com/envoy.extensions.filters.http."
-            "grpc_web.v3.GrpcWeb) is not supported by pistio") in str(err.value)
+            "'envoy.filters.http.buffer' (type.googleapis.com/envoy.extensions.filters.http."
+            "buffer.v3.Buffer) is not supported by pistio") in str(err.value)
     optional = hcm_pb2.HttpFilter()
-    optional.CopyFrom(grpc_web)
+    optional.CopyFrom(buffer)
     optional.is_optional = True
     compile_listener(_listener_with_filters(optional, router))
     with pytest.raises(ConfigError) as err:

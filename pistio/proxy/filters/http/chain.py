@@ -14,17 +14,26 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 
 from pistio.proxy.config.listener_config import (
     CORS_TYPE,
+    EXT_AUTHZ_TYPE,
     FAULT_TYPE,
+    GRPC_WEB_TYPE,
+    JWT_AUTHN_TYPE,
+    RBAC_TYPE,
     ROUTER_TYPE,
     HttpConnectionManagerConfig,
 )
 from pistio.proxy.config.route_action import compile_http_fault
 from pistio.proxy.filters.http.cors import CorsFilter
+from pistio.proxy.filters.http.ext_authz import ExtAuthzFilter, unpack_ext_authz
 from pistio.proxy.filters.http.fault import FaultFilter
+from pistio.proxy.filters.http.grpc_web import GrpcWebFilter
+from pistio.proxy.filters.http.jwt_authn import JwtAuthnFilter, unpack_jwt_authn
+from pistio.proxy.filters.http.rbac import RbacFilter, unpack_http_rbac
 from pistio.proxy.router.router import RouterConfig
 from pistio.proxy.stats.store import StatsStore
 
-HttpFilter = FaultFilter | CorsFilter
+HttpFilter = (FaultFilter | CorsFilter | GrpcWebFilter | RbacFilter | JwtAuthnFilter
+              | ExtAuthzFilter)
 
 
 def build_filter_chain(
@@ -43,6 +52,19 @@ def build_filter_chain(
             filters.append(FaultFilter(entry.name, config, store, hcm.stat_prefix))
         elif url == CORS_TYPE:
             filters.append(CorsFilter(entry.name))
+        elif url == GRPC_WEB_TYPE:
+            filters.append(GrpcWebFilter(entry.name))
+        elif url == RBAC_TYPE:
+            filters.append(RbacFilter(entry.name, unpack_http_rbac(entry.typed_config, entry.name),
+                                      store, hcm.stat_prefix))
+        elif url == JWT_AUTHN_TYPE:
+            filters.append(JwtAuthnFilter(entry.name,
+                                          unpack_jwt_authn(entry.typed_config, entry.name),
+                                          store, hcm.stat_prefix))
+        elif url == EXT_AUTHZ_TYPE:
+            filters.append(ExtAuthzFilter(entry.name,
+                                          unpack_ext_authz(entry.typed_config, entry.name),
+                                          store, hcm.stat_prefix))
         elif url == ROUTER_TYPE:
             msg = router_pb2.Router()
             entry.typed_config.Unpack(msg)  # type: ignore[union-attr]

@@ -1,0 +1,1 @@
+"""Network filters that run before a filter chain's terminal filter (RBAC)."""

@@ -1,0 +1,162 @@
+"""TLS origination to upstream hosts (``UpstreamTlsContext``), for the HTTP/1.1 and HTTP/2
+pools and the TCP proxy.
+
+:func:`open_connection` replaces ``loop.create_connection`` for every upstream connection: for
+a plaintext transport socket it is exactly that; for TLS it connects with the transport
+socket's current context (secrets in force now: a rotation changes new connections only,
+pooled keep-alive connections carry on), sends ``sni`` (none when unset, as Envoy), offers
+``alpn_protocols`` (Istio: ``istio-peer-exchange``, ``istio``, plus ``h2`` for HTTP/2
+clusters), and — before the pool's protocol sees the connection — verifies the server's
+certificate against ``match_subject_alt_names`` (Istio puts the destination's SPIFFE ids
+there). A failure raises :class:`UpstreamTlsError` (an ``OSError``: the pools' connect-failure
+path, flag ``UF``), with Envoy-like ``upstream_transport_failure_reason`` text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Mapping
+
+from pistio.proxy.config.cluster_config import ClusterConfig, UpstreamTlsConfig
+from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY, EndpointConfig
+from pistio.proxy.tls.context import TlsSettings, Verify, get_context
+from pistio.proxy.tls.peer import peer_certificate, san_matches
+from pistio.proxy.tls.secrets import CertificateSecret, Secret, ValidationSecret
+
+SecretsView = Callable[[], Mapping[str, Secret]]
+
+NO_SECRET = "TLS error: Secret is not supplied by SDS"
+SAN_MISMATCH = "TLS error: peer certificate SAN verification failed"
+
+
+class UpstreamTlsError(OSError):
+    """The upstream TLS connection cannot be used (no secret, SAN mismatch)."""
+
+
+def client_settings(config: UpstreamTlsConfig) -> TlsSettings:
+    verify = Verify.REQUIRED if config.validation_sds_name else Verify.NONE
+    return TlsSettings(False, config.alpn_protocols, config.min_version, config.max_version,
+                       config.cipher_suites, config.ecdh_curves, verify)
+
+
+class UpstreamTls:
+    """One TLS transport socket of a cluster, in one worker."""
+
+    __slots__ = ("config", "settings", "secrets", "server_hostname", "cert_name",
+                 "roots_name", "_cert", "_roots", "_ctx")
+
+    def __init__(self, config: UpstreamTlsConfig, secrets: SecretsView) -> None:
+        self.config = config
+        self.settings = client_settings(config)
+        self.secrets = secrets
+        # "" = no SNI (asyncio would otherwise send the host it connects to).
+        self.server_hostname = config.sni
+        self.cert_name = config.certificate_sds_names[0] if config.certificate_sds_names else None
+        self.roots_name = config.validation_sds_name
+        self._cert: Secret | None = None
+        self._roots: Secret | None = None
+        self._ctx: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext | None:
+        current = self.secrets()
+        cert = current.get(self.cert_name) if self.cert_name else None
+        roots = current.get(self.roots_name) if self.roots_name else None
+        if cert is self._cert and roots is self._roots and self._ctx is not None:
+            return self._ctx
+        if (self.cert_name and not isinstance(cert, CertificateSecret)) or (
+                self.roots_name and not isinstance(roots, ValidationSecret)):
+            return None
+        self._ctx = get_context(self.settings, cert, roots)  # type: ignore[arg-type]
+        self._cert, self._roots = cert, roots
+        return self._ctx
+
+
+class _VerifyPeer(asyncio.Protocol):
+    """Set for the moment between handshake and use: checks the server's SANs, then hands
+    the transport to the real protocol (which never sees a connection that fails)."""
+
+    __slots__ = ("inner", "tls", "failure")
+
+    def __init__(self, inner: asyncio.BaseProtocol, tls: UpstreamTls) -> None:
+        self.inner = inner
+        self.tls = tls
+        self.failure: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        matchers = self.tls.config.san_matchers
+        if matchers and not san_matches(matchers,
+                                        peer_certificate(transport.get_extra_info("ssl_object"))):
+            self.failure = SAN_MISMATCH
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        transport.set_protocol(self.inner)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:  # only after a failed check: dropped
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.BaseProtocol],
+    host: str,
+    port: int,
+    *,
+    local_addr: tuple[str, int] | None = None,
+    tls: UpstreamTls | None = None,
+) -> asyncio.BaseTransport:
+    """Connect (and, with ``tls``, handshake and verify); returns the transport."""
+    if tls is None:
+        transport, _ = await loop.create_connection(factory, host, port, local_addr=local_addr)
+        return transport
+    ctx = tls.context()
+    if ctx is None:
+        raise UpstreamTlsError(NO_SECRET)
+    check = _VerifyPeer(factory(), tls)
+    transport, _ = await loop.create_connection(
+        lambda: check, host, port, ssl=ctx, server_hostname=tls.server_hostname,
+        local_addr=local_addr)
+    if check.failure is not None:
+        raise UpstreamTlsError(check.failure)
+    return transport
+
+
+_NO_SECRETS: Mapping[str, Secret] = {}
+
+
+def no_secrets() -> Mapping[str, Secret]:
+    return _NO_SECRETS
+
+
+class ClusterTls:
+    """A cluster's TLS transport sockets in one worker: the :class:`UpstreamTls` of the
+    socket each endpoint gets (``transport_socket_matches`` on its
+    ``envoy.transport_socket_match`` metadata, else ``transport_socket``), made once."""
+
+    __slots__ = ("config", "secrets", "_by_socket", "enabled")
+
+    def __init__(self, config: ClusterConfig, secrets: SecretsView = no_secrets) -> None:
+        self.config = config
+        self.secrets = secrets
+        self._by_socket: dict[int, UpstreamTls] = {}
+        self.enabled = config.transport_socket.tls is not None or any(
+            m.socket.tls is not None for m in config.transport_socket_matches)
+
+    def for_endpoint(self, endpoint: EndpointConfig | None) -> UpstreamTls | None:
+        if not self.enabled:
+            return None
+        match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
+        socket = self.config.transport_socket_for(match)
+        if socket.tls is None:
+            return None
+        tls = self._by_socket.get(id(socket))
+        if tls is None:
+            tls = self._by_socket[id(socket)] = UpstreamTls(socket.tls, self._current)
+        return tls
+
+    def _current(self) -> Mapping[str, Secret]:
+        return self.secrets()
