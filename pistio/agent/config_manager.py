@@ -9,7 +9,9 @@ The flow, as Envoy runs it with ADS (simplified where noted):
 2. After each accepted CDS response, **EDS** is subscribed to the ``service_name`` of every
    EDS cluster; after each accepted LDS response, **RDS** to every route configuration an
    HTTP connection manager names. Names that are no longer referenced are unsubscribed and
-   their resources dropped.
+   their resources dropped. **SDS** (over ADS) is subscribed to the ``kubernetes://`` secrets
+   (a ``credentialName``) that the accepted clusters and listeners reference, as Envoy
+   requests an ADS-sourced SDS secret by name; a changed secret applies to new connections.
 3. **Warming.** A new or changed EDS cluster is *warming* until a ClusterLoadAssignment for
    its service name has been received, or its ``initial_fetch_timeout`` passes (Envoy's
    default 15 s; 0 — what Istio sends — waits for ever); a timed-out cluster serves with no
@@ -36,11 +38,13 @@ holds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2
 
 from pistio.proxy.config.errors import ConfigError
@@ -53,7 +57,15 @@ from pistio.proxy.runtime.resource_compiler import (
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder, build_snapshot
 from pistio.proxy.tls.references import cluster_secrets, listener_secrets
 from pistio.proxy.tls.secret_source import SecretProvider, SecretResolver
-from pistio.proxy.tls.secrets import ROOT_CERT, WORKLOAD_CERT, Secret, to_proto
+from pistio.proxy.tls.secrets import (
+    ROOT_CERT,
+    WORKLOAD_CERT,
+    Secret,
+    compile_secret,
+    is_credential,
+    secret_kind,
+    to_proto,
+)
 from pistio.xds import types as T
 from pistio.xds.client import AdsClient, ResponseUpdate
 
@@ -144,10 +156,12 @@ class ConfigManager:
         self.listeners: dict[str, WarmingSlot] = {}
         self.endpoints: dict[str, Accepted] = {}  # by EDS service name
         self.routes: dict[str, Accepted] = {}
-        self.status: dict[str, TypeStatus] = {t: TypeStatus() for t in MANAGED_TYPES}
+        self.status: dict[str, TypeStatus] = {t: TypeStatus()
+                                              for t in (*MANAGED_TYPES, T.SECRET)}
         self.snapshot_version = 0
         self._eds_names: frozenset[str] | None = None
         self._rds_names: frozenset[str] | None = None
+        self._sds_names: frozenset[str] | None = None  # kubernetes:// secrets over ADS
         self._lds_requested = False
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,7 +226,8 @@ class ConfigManager:
         try:
             if type_url not in self.status:
                 return f"resource type {type_url} is not supported by pistio proxy"
-            error = self._apply(update)
+            error = (self._apply_secrets(update) if type_url == T.SECRET
+                     else self._apply(update))
             status = self.status[type_url]
             if error is None:
                 status.acks += 1
@@ -275,9 +290,11 @@ class ConfigManager:
         if type_url == T.CLUSTER:
             self._update_slots(self.clusters, accepted, removed, T.CLUSTER)
             self._resubscribe_endpoints()
+            self._resubscribe_secrets()
         elif type_url == T.LISTENER:
             self._update_slots(self.listeners, accepted, removed, T.LISTENER)
             self._resubscribe_routes()
+            self._resubscribe_secrets()
         elif type_url == T.ENDPOINT:
             self.endpoints.update(accepted)
             for name in removed:
@@ -362,6 +379,11 @@ class ConfigManager:
                     not self._secrets_ready(names)):
                 slot.sds_timer = self._loop.call_later(
                     sds_timeout, self._sds_timeout, type_url, name, entry)
+            resolver = self.secret_resolver()
+            awaited = sorted(n for n in names if is_credential(n) and resolver.get(n) is None)
+            if awaited:
+                log.info("%s %s: warming until the discovery sends SDS secret(s) %s",
+                         T.short_name(type_url), name, ", ".join(awaited))
 
     @staticmethod
     def _fetch_timeout(compiled: Compiled) -> float | None:
@@ -391,8 +413,14 @@ class ConfigManager:
             return
         slot.sds_timer = None
         slot.sds_timed_out = True
-        log.warning("%s %s: initial fetch timeout waiting for its SDS secret(s); serving it "
-                    "without (TLS connections fail)", T.short_name(type_url), name)
+        needs = cluster_secrets if type_url == T.CLUSTER else listener_secrets
+        resolver = self.secret_resolver()
+        missing = [f"{n} ({resolver.errors.get(n, 'unavailable')})"
+                   for n in sorted(needs(entry.compiled.config)[0])  # type: ignore[arg-type]
+                   if resolver.get(n) is None]
+        log.warning("%s %s: initial fetch timeout waiting for SDS secret(s) %s; serving it "
+                    "without (its TLS connections fail)", T.short_name(type_url), name,
+                    ", ".join(missing) or "(none missing now)")
         if self._promote():
             self._publish()
         self._notify()
@@ -454,6 +482,72 @@ class ConfigManager:
         self.compiler.retain(T.ROUTE, wanted)
         self._subscribe_soon(T.ROUTE, wanted)
 
+    def _resubscribe_secrets(self) -> None:
+        """SDS over ADS: the ``kubernetes://`` secrets referenced by any cluster or listener,
+        active or warming (Envoy subscribes to an ADS-sourced secret when a resource that
+        uses it arrives, and drops it with the last one)."""
+        wanted = frozenset(n for n in self.referenced_secrets(include_warming=True)
+                           if is_credential(n))
+        if wanted == self._sds_names or (self._sds_names is None and not wanted):
+            return
+        self._sds_names = wanted
+        held = self.secret_resolver().ads
+        for name in [n for n in held if n not in wanted]:
+            del held[name]
+        self._subscribe_soon(T.SECRET, wanted)
+
+    def _apply_secrets(self, update: ResponseUpdate) -> str | None:
+        """An SDS response: every secret compiles, or the response is NACKed and the secrets
+        held stay. A new version of a secret serves new connections (the snapshot carries
+        it); warming clusters and listeners waiting for it become active."""
+        compiled: dict[str, Secret] = {}
+        failed: dict[str, list[str]] = {}
+        for name, packed in update.resources.items():
+            proto = secret_pb2.Secret()
+            try:
+                if not packed.Unpack(proto):
+                    raise ConfigError(f"Secret {name}: not a Secret ({packed.type_url})")
+                if not is_credential(name):
+                    raise ConfigError(f"Secret {name}: over ADS pistio proxy takes only "
+                                      "kubernetes:// secrets (a credentialName)")
+                secret = compile_secret(proto)
+                expected = secret_kind(name)
+                if expected is not None and expected.value != proto.WhichOneof("type"):
+                    raise ConfigError(f"Secret {name}: a {expected.value} secret was "
+                                      f"expected, not a {proto.WhichOneof('type')}")
+                compiled[name] = dataclasses.replace(secret, version=update.version)
+            except ConfigError as err:
+                failed[name] = err.problems
+        status = self.status[T.SECRET]
+        if failed:
+            now = self.clock()
+            for name, why in failed.items():
+                status.rejected[name] = Rejected(update.resources[name], "; ".join(why),
+                                                 update.version, now)
+            return "; ".join(p for why in failed.values() for p in why)
+        held = self.secret_resolver().ads
+        wanted = self._sds_names or frozenset()
+        changed = []
+        for name, secret in compiled.items():
+            status.rejected.pop(name, None)
+            if name not in wanted:
+                continue  # no longer referenced
+            old = held.get(name)
+            if old is None or old.digest != secret.digest:
+                changed.append(name)
+            held[name] = secret
+        if update.removed:
+            # Envoy keeps an SDS secret the server says is gone; so does pistio.
+            log.info("SDS: the discovery removed %s; keeping the last version",
+                     ", ".join(update.removed))
+        log.info("ACK SDS version %s: %d secret(s), %d changed", update.version or "(none)",
+                 len(compiled), len(changed))
+        if changed:
+            promoted = self._promote()
+            if self._refresh_secrets() or promoted:
+                self._publish()
+        return None
+
     def _subscribe_soon(self, type_url: str, names: Iterable[str] | None) -> None:
         # After the current response's ACK has been queued: the proxy answers what it was
         # sent before it asks for more.
@@ -493,7 +587,7 @@ class ConfigManager:
             {n: a.compiled for n, a in self.endpoints.items()},  # type: ignore[misc]
             {n: s.active.compiled for n, s in self.listeners.items() if s.active},  # type: ignore[misc]
             {n: a.compiled for n, a in self.routes.items()},  # type: ignore[misc]
-            {t: s.version for t, s in self.status.items()},
+            {t: s.version for t, s in self.status.items() if t in MANAGED_TYPES or s.version},
             secrets=self.active_secrets,
         )
         self.holder.publish(snapshot)

@@ -53,8 +53,9 @@ log = logging.getLogger("pistio.node")
 
 PROXY_NAME = "istio-proxy"
 PROXY_CAPS = ("dac_read_search",)  # the proxy's uid 1337 must read an interpreter under /root
-# Kinds the discovery has no use for: it reads pods, not their controllers.
-NOT_FOR_DISCOVERY = frozenset({"Deployment", "Pod", "Secret"})
+# Kinds the discovery has no use for: it reads pods, not their controllers. (Secrets go to
+# it: SDS serves credentialName secrets from them, as istiod does.)
+NOT_FOR_DISCOVERY = frozenset({"Deployment", "Pod"})
 
 
 @dataclass
@@ -187,9 +188,13 @@ class Controller:
         digest = pod_spec_digest(manifest)
         injected = injection_wanted(manifest, namespace_labels)
         if injected:
-            manifest = inject(manifest, discovery_address=self.config.discovery_address,
-                              proxy_argv_prefix=[sys.executable, "-m", "pistio.cli"],
-                              **self._ca_settings(manifest))
+            ca = self._ca_settings(manifest)
+            # As Istio's sidecars do, xDS goes to the discovery's TLS port (15012) with the
+            # pod token when the CA runs: the stream then has an identity, which SDS needs
+            # for DestinationRule credentialName secrets.
+            manifest = inject(manifest, discovery_address=ca.get("ca_address")
+                              or self.config.discovery_address,
+                              proxy_argv_prefix=[sys.executable, "-m", "pistio.cli"], **ca)
         capture = CaptureSpec.from_annotations(meta.get("annotations") or {}) if injected else None
         key = f"{ns}/{name}"
         ip = self.pod_ips.allocate(key)

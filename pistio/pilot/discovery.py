@@ -11,7 +11,9 @@ Istio's ``pilot/pkg/bootstrap`` wiring, for a config directory:
 - every debounced push gets a fresh immutable
   :class:`~pistio.pilot.model.push_context.PushContext` (the transport's ``prepare`` hook);
 - a config change is a full push; a registry change that touches endpoints only is an
-  EDS-only push, sent only to proxies that can see one of the changed services.
+  EDS-only push, sent only to proxies that can see one of the changed services;
+- a Kubernetes ``Secret`` change regenerates SDS only (``kubernetes://`` credentials, see
+  :mod:`pistio.pilot.generators.sds`), for the proxies of the Secret's namespace.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pistio.pilot.generators.connection import connection_proxy
 from pistio.pilot.generators.eds import EndpointGenerator
 from pistio.pilot.generators.lds import ListenerGenerator
 from pistio.pilot.generators.rds import RouteGenerator
+from pistio.pilot.generators.sds import SECRET_KIND, SdsErrors, SecretGenerator
 from pistio.pilot.metrics import CONVERGENCE_BUCKETS, PUSH_TIME_BUCKETS, Histogram
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
@@ -40,6 +43,7 @@ from pistio.pilot.model.service import DEFAULT_DOMAIN_SUFFIX
 from pistio.pilot.registry import AggregateRegistry, Snapshot
 from pistio.pilot.registry.kubernetes import kubernetes_snapshot
 from pistio.pilot.registry.service_entry import service_entry_snapshot
+from pistio.pilot.security.credentials import Credentials
 from pistio.pilot.security.jwks import JwksResolver
 from pistio.security.ca import CertificateAuthority
 from pistio.security.ca_server import SecureServer
@@ -129,6 +133,12 @@ class PilotServer(DiscoveryServer):
                 hist = self.push_time[short] = Histogram(PUSH_TIME_BUCKETS)
             hist.observe(time.perf_counter() - start)
 
+    def push_types(self, conn: Connection, request: PushRequest) -> list[str]:
+        """A push that changed Secrets only regenerates SDS (Istio: only SecretGen cares)."""
+        if _secrets_only(request):
+            return [T.SECRET] if T.SECRET in conn.watches else []
+        return super().push_types(conn, request)
+
     def generate_untimed(
         self, conn: Connection, state: WatchState, push: PushRequest
     ) -> list[XdsResource] | None:
@@ -167,6 +177,12 @@ class Discovery:
             on_connect=self._on_connect,
             control_plane_id=CONTROL_PLANE_ID,
         )
+        # Kubernetes Secrets served as credentials over SDS (Istio's credentials controller).
+        self.credentials = Credentials()
+        self.sds_errors = SdsErrors()
+        if generators is None:
+            self.server.register(
+                T.SECRET, SecretGenerator(lambda: self.credentials, self.sds_errors))
         self.registry.subscribe(self._on_registry_change)
         self._mesh_stamp = file_stamp(self.mesh_file) if self.mesh_file else None
         self._watcher: asyncio.Task[None] | None = None
@@ -190,6 +206,7 @@ class Discovery:
             self.mesh = mesh
         self.store.reload()
         self._sync_registries()
+        self._sync_credentials()
         log.info(
             "config: %d resource(s) loaded from %s; %d service(s), %d endpoint(s)",
             len(self.store),
@@ -255,12 +272,28 @@ class Discovery:
             SERVICE_ENTRY_SOURCE, service_entry_snapshot(se, self.domain_suffix, trust_domain)
         )
 
+    def _sync_credentials(self) -> bool:
+        """Re-index the store's Secrets; True when any changed."""
+        fresh = Credentials.from_resources(self.store, self.credentials.authorizer)
+        if fresh.same_secrets(self.credentials):
+            return False
+        self.credentials = fresh
+        return True
+
     def on_config_change(self, changed: Iterable[StoreKey]) -> None:
         """Store keys changed: refresh the registries, push config changes in full."""
         changed = list(changed)
         log.info("config: %d resource(s) changed: %s", len(changed), _summary(changed))
         if any((k.group, k.kind) in REGISTRY_KINDS for k in changed):
             self._sync_registries()
+        secrets = frozenset(
+            ConfigKey(SECRET_KIND, k.name, k.namespace)
+            for k in changed if k.group == "" and k.kind == SECRET_KIND
+        )
+        if secrets and self._sync_credentials():
+            self.server.config_update(
+                PushRequest(full=True, configs_updated=secrets, reasons=frozenset({"secret"}))
+            )
         config_keys = frozenset(
             ConfigKey(k.kind, k.name, k.namespace)
             for k in changed
@@ -377,6 +410,8 @@ class Discovery:
         if not keys:
             return True
         if request.full:
+            if _secrets_only(request):  # credentials reach proxies of their namespace only
+                return any(k.namespace == proxy.namespace for k in keys)
             if all(k.kind in NAMESPACE_SCOPED_KINDS for k in keys):
                 root = self.mesh.root_namespace or "istio-system"
                 return any(k.namespace in (proxy.namespace, root) for k in keys)
@@ -406,6 +441,11 @@ class Discovery:
             return []
         resources = self.server.generate_untimed(conn, state, self.server.request_push())
         return resources or []
+
+
+def _secrets_only(request: PushRequest) -> bool:
+    keys = request.configs_updated
+    return bool(request.full and keys and all(k.kind == SECRET_KIND for k in keys))
 
 
 def _is_mesh_group(group: str) -> bool:

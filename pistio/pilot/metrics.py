@@ -4,7 +4,8 @@ Names are Istio's pilot metrics so dashboards and alerts written for istiod work
 ``pilot_xds`` (connected proxies), ``pilot_xds_pushes{type}``, ``pilot_total_xds_rejects{type}``
 (NACKs), ``pilot_proxy_convergence_time`` and ``pilot_xds_push_time`` (histograms),
 ``pilot_push_triggers{type}``, ``pilot_services``, ``pilot_virt_services``,
-``galley_validation_failed`` / ``galley_validation_passed``, plus pistio's
+``pilot_sds_certificate_errors_total``, ``galley_validation_failed`` /
+``galley_validation_passed``, plus pistio's
 ``pistio_config_rejected_total{kind}``.
 
 A few lines of exposition code rather than a client library: the counters already live as
@@ -173,6 +174,12 @@ def discovery_metrics(discovery: Discovery) -> str:
         "pilot_xds_push_time",
         "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
         [({"type": t}, h) for t, h in sorted(server.push_time.items())],
+    )
+    out.family(
+        "pilot_sds_certificate_errors_total",
+        "counter",
+        "Total number of failures to fetch SDS key and certificate.",
+        [(None, discovery.sds_errors.total)],
     )
     services = len(context.services) if context is not None else 0
     virtual_services = len(context.configs_of("VirtualService")) if context is not None else 0

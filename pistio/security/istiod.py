@@ -50,9 +50,13 @@ def secure_server(ca: CertificateAuthority, options: CaOptions,
         from pistio.xds.wire import add_ads_servicer
 
         def add_ads(server: grpc.aio.Server) -> None:
-            add_ads_servicer(_Servicer(ads_server), server)  # type: ignore[arg-type]
+            # ADS on the TLS port authenticates each stream with the pod token, as istiod
+            # does; the identity lets the discovery serve the proxy its namespace's
+            # credentials (SDS).
+            add_ads_servicer(_Servicer(ads_server, authenticator.authenticate),  # type: ignore[arg-type]
+                             server)
 
     if options.token_jwks is None:
         log.warning("CA: no --token-jwks: every certificate request will be refused")
-    return SecureServer(ca, Authenticator(options.token_jwks, trust_domain), add_ads,
-                        grpc_options)
+    authenticator = Authenticator(options.token_jwks, trust_domain)
+    return SecureServer(ca, authenticator, add_ads, grpc_options)

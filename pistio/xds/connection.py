@@ -31,6 +31,9 @@ class ConnectionInfo:
     delta: bool = False
     connected_at: float = field(default_factory=time.time)
     node: base_pb2.Node | None = None
+    # The caller's authenticated identities (SPIFFE ids), from the pod token of a stream on
+    # the secure port; empty on the plaintext port (Istio: no authentication there).
+    identities: tuple[str, ...] = ()
     # Free slot for the control plane (e.g. its proxy record / sidecar scope).
     attributes: dict[str, Any] = field(default_factory=dict)
 

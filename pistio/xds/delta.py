@@ -99,11 +99,12 @@ async def stream(
     server: DiscoveryServer,
     request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
     context: grpc.aio.ServicerContext,
+    identities: tuple[str, ...] = (),
 ) -> AsyncIterator[bytes]:
     first = await server.first_request(request_iterator, context)
     if first is None:
         return
-    conn = server.open_connection(first.node, context, delta=True)
+    conn = server.open_connection(first.node, context, delta=True, identities=identities)
     reader = server.start_reader(conn, request_iterator)
     try:
         if (response := on_request(server, conn, first)) is not None:

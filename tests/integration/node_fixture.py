@@ -86,7 +86,7 @@ class Node:
                     continue
                 # The node and discovery name the state dir; sidecars the node's gateway.
                 if str(self.state_dir).encode() in cmdline or \
-                        f"{self.gateway}:15010".encode() in cmdline:
+                        f"{self.gateway}:150".encode() in cmdline:
                     found.append(f"process {proc.name}: {cmdline[:120]!r}")
         if self.state_dir.exists():
             found.append(f"state {self.state_dir}")

@@ -3,8 +3,9 @@
 Istio never puts key material in CDS/LDS: a TLS context names SDS secrets that the
 pilot-agent serves on the ``sds-grpc`` cluster — ``default`` (the workload's SPIFFE
 certificate and key) and ``ROOTCA`` (the mesh trust bundle) for Istio mutual TLS,
-``file-cert:<cert>~<key>`` / ``file-root:<ca>`` for files named in a DestinationRule, and a
-``credentialName`` (plus ``<name>-cacert``) for Kubernetes secrets (Istio's
+``file-cert:<cert>~<key>`` / ``file-root:<ca>`` for files named in a DestinationRule, and,
+for a ``credentialName``, ``kubernetes://<name>`` (plus ``kubernetes://<name>-cacert``) served
+by the discovery itself over ADS from Kubernetes Secrets (Istio's
 ``pilot/pkg/networking/core/cluster_tls.go`` and ``pkg/model/authentication.go``).
 """
 
@@ -17,6 +18,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2, message
 
 from pistio.api import networking as net
+from pistio.pilot.security.credentials import SDS_CA_SUFFIX, to_resource_name
 
 SDS_CLUSTER = "sds-grpc"
 SDS_DEFAULT_RESOURCE = "default"
@@ -66,6 +68,25 @@ def sds_secret_config(name: str) -> secret_pb2.SdsSecretConfig:
     if name in (SDS_DEFAULT_RESOURCE, SDS_ROOT_RESOURCE):
         source.initial_fetch_timeout.CopyFrom(duration_pb2.Duration(seconds=0))
     return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
+
+
+def credential_sds_secret_config(name: str) -> secret_pb2.SdsSecretConfig:
+    """Istio's ``ConstructSdsSecretConfigForCredential``: a ``credentialName`` as an SDS
+    reference to the discovery over ADS (``kubernetes://<name>``), with no initial fetch
+    timeout set, so Envoy's 15 s default applies: a Secret that does not exist must not block
+    the listener or cluster for ever. ``builtin://`` is the workload's own certificate."""
+    if name == BUILTIN_CREDENTIAL:
+        return sds_secret_config(SDS_DEFAULT_RESOURCE)
+    if name == BUILTIN_CREDENTIAL + SDS_CA_SUFFIX:
+        return sds_secret_config(SDS_ROOT_RESOURCE)
+    source = config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+    return secret_pb2.SdsSecretConfig(name=to_resource_name(name), sds_config=source)
+
+
+BUILTIN_CREDENTIAL = "builtin://"
 
 
 def file_cert_resource(cert: str, key: str) -> str:
@@ -124,14 +145,15 @@ def user_upstream_tls(
     if settings.credential_name:
         if not allow_credential_name:
             return None
+        # Istio's ApplyCustomSDSToClientCommonTLSContext.
         if mutual:
             common.tls_certificate_sds_secret_configs.append(
-                sds_secret_config(settings.credential_name)
+                credential_sds_secret_config(settings.credential_name)
             )
         combined = common.combined_validation_context
         combined.default_validation_context.match_subject_alt_names.extend(sans)
         combined.validation_context_sds_secret_config.CopyFrom(
-            sds_secret_config(settings.credential_name + "-cacert")
+            credential_sds_secret_config(settings.credential_name + SDS_CA_SUFFIX)
         )
     else:
         if mutual:

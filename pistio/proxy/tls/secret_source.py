@@ -3,8 +3,10 @@
 ``default`` and ``ROOTCA`` come from the agent's ``SecretManager`` (``get(name)`` returning its
 ``TlsCertificate`` / ``TrustBundle``, ``subscribe(callback)`` announcing rotations);
 ``file-cert:<cert>~<key>`` and ``file-root:<ca>`` are read from disk (``file-root:system``
-is the operating system's trust bundle, as Istio's agent maps it). A name whose source has
-nothing yet resolves to ``None``: the listener or cluster that references it keeps warming.
+is the operating system's trust bundle, as Istio's agent maps it); ``kubernetes://`` names
+(a ``credentialName``) are what the discovery sent over ADS (:attr:`SecretResolver.ads`, kept
+by the config manager). A name whose source has nothing yet resolves to ``None``: the
+listener or cluster that references it keeps warming.
 
 Results are cached per source object (the SecretManager's records are immutable, a rotation
 is a new object) and per file state (inode, size, mtime), so resolving a name again costs a
@@ -30,6 +32,7 @@ from pistio.proxy.tls.secrets import (
     certificate_secret,
     file_cert_paths,
     file_root_path,
+    is_credential,
     secret_kind,
     validation_secret,
 )
@@ -63,10 +66,19 @@ class SecretResolver:
         self._provided: dict[str, tuple[object, Secret]] = {}
         self._files: dict[str, tuple[tuple[tuple[int, int, int], ...], Secret]] = {}
         self.errors: dict[str, str] = {}  # name → why it is unavailable (logs, tests)
+        # credentialName secrets received over ADS (SDS responses), by name.
+        self.ads: dict[str, Secret] = {}
 
     def get(self, name: str) -> Secret | None:
         if name in (WORKLOAD_CERT, ROOT_CERT):
             return self._from_provider(name)
+        if is_credential(name):
+            secret = self.ads.get(name)
+            if secret is None:
+                self.errors.setdefault(name, "not received from the discovery (SDS over ADS)")
+            else:
+                self.errors.pop(name, None)
+            return secret
         kind = secret_kind(name)
         if kind is SecretKind.CERTIFICATE and name.startswith(FILE_CERT_PREFIX):
             return self._from_files(name, file_cert_paths(name))

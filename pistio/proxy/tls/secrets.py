@@ -7,10 +7,12 @@ Istio points every ``SdsSecretConfig`` of a sidecar at its agent (``sds_config``
 - ``default``: the workload certificate chain and key (the agent's ``SecretManager``);
 - ``ROOTCA``: the mesh trust bundle (same source);
 - ``file-cert:<cert path>~<key path>`` and ``file-root:<ca path>``: certificates named by
-  files in a DestinationRule or Gateway, read from disk.
+  files in a DestinationRule or Gateway, read from disk;
+- ``kubernetes://<name>`` (and ``kubernetes-gateway://<ns>/<name>``): a ``credentialName``,
+  served by the discovery over ADS from a Kubernetes Secret; a name ending in ``-cacert`` is
+  a trust bundle, any other a certificate and key. Their ``sds_config`` must be ``ads``.
 
-Any other name (a gateway's ``credentialName`` served from Kubernetes secrets, ``kubernetes://``)
-is NACKed with a precise message: pistio's proxy has no source for it.
+Any other name is NACKed with a precise message: pistio's proxy has no source for it.
 
 The records are immutable; ``digest`` (a hash of the content) identifies a version, so the TLS
 contexts built for one are reused until the content changes (rotation).
@@ -23,7 +25,6 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cryptography import x509
 from envoy.admin.v3 import config_dump_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
@@ -34,6 +35,9 @@ WORKLOAD_CERT = "default"
 ROOT_CERT = "ROOTCA"
 FILE_CERT_PREFIX = "file-cert:"
 FILE_ROOT_PREFIX = "file-root:"
+# credentialName secrets, served by the discovery over ADS (Istio's kubernetes:// names).
+CREDENTIAL_PREFIXES = ("kubernetes://", "kubernetes-gateway://")
+SDS_CA_SUFFIX = "-cacert"
 SDS_CLUSTER = "sds-grpc"  # the agent's SDS server in Istio's bootstrap
 # ConfigSource.initial_fetch_timeout when unset (Envoy); Istio sets 0 (wait for ever).
 DEFAULT_SDS_FETCH_TIMEOUT = 15.0
@@ -70,8 +74,15 @@ class ValidationSecret:
 Secret = CertificateSecret | ValidationSecret
 
 
+def is_credential(name: str) -> bool:
+    """A ``credentialName`` secret, fetched from the discovery over ADS."""
+    return name.startswith(CREDENTIAL_PREFIXES) and name not in CREDENTIAL_PREFIXES
+
+
 def secret_kind(name: str) -> SecretKind | None:
     """What an SDS name resolves to, ``None`` for a name pistio has no source for."""
+    if is_credential(name):
+        return SecretKind.VALIDATION if name.endswith(SDS_CA_SUFFIX) else SecretKind.CERTIFICATE
     if name == WORKLOAD_CERT or (name.startswith(FILE_CERT_PREFIX) and _file_cert_ok(name)):
         return SecretKind.CERTIFICATE
     if name == ROOT_CERT or (name.startswith(FILE_ROOT_PREFIX) and len(name) >
@@ -106,8 +117,8 @@ def compile_sds_config(
     elif kind is None:
         problems.append(
             f"{path}.name: SDS secret {name!r} is not served by pistio proxy (only "
-            f"'{WORKLOAD_CERT}', '{ROOT_CERT}', '{FILE_CERT_PREFIX}<cert>~<key>' and "
-            f"'{FILE_ROOT_PREFIX}<ca>')")
+            f"'{WORKLOAD_CERT}', '{ROOT_CERT}', '{FILE_CERT_PREFIX}<cert>~<key>', "
+            f"'{FILE_ROOT_PREFIX}<ca>' and, over ADS, 'kubernetes://<name>')")
     elif kind is not expected:
         problems.append(f"{path}.name: SDS secret {name!r} is a {kind.value} secret, not a "
                         f"{expected.value}")
@@ -117,7 +128,10 @@ def compile_sds_config(
         return DEFAULT_SDS_FETCH_TIMEOUT
     source = cfg.sds_config
     which = source.WhichOneof("config_source_specifier")
-    if which == "api_config_source":
+    if kind is not None and is_credential(name) and which != "ads":
+        problems.append(f"{path}.sds_config: SDS secret {name!r} is served by the discovery: "
+                        "its config source must be ADS")
+    elif which == "api_config_source":
         api = source.api_config_source
         clusters = [g.envoy_grpc.cluster_name for g in api.grpc_services
                     if g.HasField("envoy_grpc")]
@@ -149,6 +163,9 @@ def _digest(*parts: bytes) -> str:
 def certificate_secret(name: str, cert_chain_pem: bytes, private_key_pem: bytes,
                        version: str = "") -> CertificateSecret:
     """A certificate record; ``ConfigError`` when the chain has no parsable certificate."""
+    # Imported here: a worker without TLS config never loads ``cryptography``.
+    from cryptography import x509
+
     try:
         leaf = x509.load_pem_x509_certificate(cert_chain_pem)
     except ValueError as err:

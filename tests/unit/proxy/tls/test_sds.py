@@ -176,8 +176,11 @@ def _listener_problems(ctx) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_unsupported_tls_config_is_nacked_with_the_reason() -> None:
-    assert "SDS secret 'kubernetes://my-cred' is not served by pistio proxy" in (
-        _listener_problems(downstream_tls(cert="kubernetes://my-cred")))
+    assert "SDS secret 'my-cred' is not served by pistio proxy" in (
+        _listener_problems(downstream_tls(cert="my-cred")))
+    # A credentialName comes from the discovery over ADS, never from the agent's sds-grpc.
+    assert "SDS secret 'kubernetes://my-cred' is served by the discovery: its config source " \
+        "must be ADS" in _listener_problems(downstream_tls(cert="kubernetes://my-cred"))
     assert "is a validation_context secret, not a tls_certificate" in _listener_problems(
         downstream_tls(cert="ROOTCA"))
     no_cert = downstream_tls(cert=None)
