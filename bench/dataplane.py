@@ -8,7 +8,12 @@ Four measurements in one run, all on 127.0.0.1, 1 KiB response bodies, keep-aliv
 3. haproxy: wrk → haproxy A → haproxy B → upstream (``nbthread 1``, http mode, keep-alive on
    both sides, same pinning), configured to do the sidecar's per-request work too: add
    x-request-id when absent, x-forwarded-proto, overwrite ``server``;
-4. the same three paths at a fixed 1000 requests/s (wrk's per-connection ``delay()`` hook) for
+4. with ``--router``, pistio router: wrk → ``pistio proxy router`` A → router B → upstream,
+   each an agent and one worker fed by its own static ADS server (bench/static_xds.py): an
+   Istio sidecar's connection manager (fault, CORS, router) and default outbound (A, with
+   Istio's default retry policy) and inbound (B) routes to an EDS cluster; CPU and RSS are
+   the worker's (the agent is idle once the config is in; its RSS is reported apart);
+5. the same paths at a fixed 1000 requests/s (wrk's per-connection ``delay()`` hook) for
    the latency each pair of hops adds at p50/p90/p99.
 
 For each proxy: CPU seconds per 1000 requests (utime+stime from /proc/<pid>/stat around the
@@ -17,7 +22,7 @@ uvloop + httptools server answering every request with 1 KiB (``UPSTREAM_SERVER 
 BODY_BYTES [HOST]``, HOST 127.0.0.1 by default). Figures are printed as a table
 with the pistio/haproxy ratios and the load average; nothing here is a timed test.
 
-    .venv/bin/python bench/dataplane.py --duration 10
+    .venv/bin/python bench/dataplane.py --duration 10 [--router] [--paths direct,router]
 
 Every child process is started in its own session and killed at the end, even on failure.
 """
@@ -198,6 +203,41 @@ def run_wrk(port: int, duration: float, connections: int, script: str | None = N
     return parse_wrk(out)
 
 
+def worker_pid(agent: int, timeout: float = 15.0) -> int:
+    """The agent's (only) worker process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{agent}/task").iterdir():
+            children = (task / "children").read_text().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"agent {agent} started no worker")
+
+
+def start_router(procs: Processes, tmp: str, listen: int, upstream: int, kind: str,
+                 core: int) -> tuple[int, int]:
+    """A ``pistio proxy router`` (agent + 1 worker, pinned to ``core``) fed by a static ADS
+    server; (agent pid, worker pid) once it serves ``listen``."""
+    port_file = Path(tmp, f"xds-{kind}.port")
+    procs.start([PYTHON, str(ROOT / "bench" / "static_xds.py"), "--listen-port", str(listen),
+                 "--upstream-port", str(upstream), "--kind", kind, "--port-file",
+                 str(port_file)])
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError("static xDS server did not start")
+        time.sleep(0.05)
+    agent = procs.start(
+        ["taskset", "-c", str(core), PYTHON, "-m", "pistio.cli", "proxy", "router",
+         "--discovery-address", f"127.0.0.1:{port_file.read_text()}",
+         "--node-id", f"router~127.0.0.1~bench-{kind}.bench~bench.svc.cluster.local",
+         "--concurrency", "1", "--admin-port", "0", "--prometheus-port", "0",
+         "--health-port", "0", "--log-level", "warning"])
+    wait_listening(listen, 30)
+    return agent.pid, worker_pid(agent.pid)
+
+
 @dataclass
 class PathResult:
     name: str
@@ -229,7 +269,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--router", action="store_true",
+                        help="also measure two `pistio proxy router` hops (static xDS)")
+    parser.add_argument("--paths", default="",
+                        help="comma-separated subset of direct,relay,router,haproxy "
+                             "(direct always runs: the others are relative to it)")
     args = parser.parse_args()
+    paths = set(args.paths.split(",")) if args.paths else {"relay", "haproxy"}
+    if args.router:
+        paths.add("router")
+    agent_rss: list[tuple[int, int]] = []
     cores = sorted(os.sched_getaffinity(0))
     core_a, core_b = cores[0], cores[1 % len(cores)]
 
@@ -248,53 +297,48 @@ def main() -> int:
             measure("direct", upstream_port, [], args.duration, args.connections, str(paced))
         )
 
-        b_port, a_port = free_port(), free_port()
-        relay = [PYTHON, "-m", "pistio.proxy.http.relay", "--workers", "1"]
-        relay_b = procs.start(
-            relay + ["--listen", f"127.0.0.1:{b_port}", "--upstream", f"127.0.0.1:{upstream_port}"],
-            core_b,
-        )
-        relay_a = procs.start(
-            relay + ["--listen", f"127.0.0.1:{a_port}", "--upstream", f"127.0.0.1:{b_port}"],
-            core_a,
-        )
-        wait_listening(b_port)
-        wait_listening(a_port)
-        results.append(
-            measure(
-                "pistio x2",
-                a_port,
-                [relay_a.pid, relay_b.pid],
-                args.duration,
-                args.connections,
-                str(paced),
-            )
-        )
+        if "router" in paths:
+            rb_port, ra_port = free_port(), free_port()
+            agent_b, worker_b = start_router(procs, tmp.name, rb_port, upstream_port,
+                                             "inbound", core_b)
+            agent_a, worker_a = start_router(procs, tmp.name, ra_port, rb_port, "outbound",
+                                             core_a)
+            results.append(measure("router x2", ra_port, [worker_a, worker_b], args.duration,
+                                   args.connections, str(paced)))
+            agent_rss = [memory_kb(agent_a), memory_kb(agent_b)]
 
-        hb_port, ha_port = free_port(), free_port()
-        cfg_b = Path(tmp.name, "b.cfg")
-        cfg_a = Path(tmp.name, "a.cfg")
-        cfg_b.write_text(HAPROXY_CFG.format(listen=hb_port, upstream=upstream_port))
-        cfg_a.write_text(HAPROXY_CFG.format(listen=ha_port, upstream=hb_port))
-        hap_b = procs.start(["haproxy", "-db", "-f", str(cfg_b)], core_b)
-        hap_a = procs.start(["haproxy", "-db", "-f", str(cfg_a)], core_a)
-        wait_listening(hb_port)
-        wait_listening(ha_port)
-        results.append(
-            measure(
-                "haproxy x2",
-                ha_port,
-                [hap_a.pid, hap_b.pid],
-                args.duration,
-                args.connections,
-                str(paced),
-            )
-        )
+        if "relay" in paths:
+            b_port, a_port = free_port(), free_port()
+            relay = [PYTHON, "-m", "pistio.proxy.http.relay", "--workers", "1"]
+            relay_b = procs.start(relay + ["--listen", f"127.0.0.1:{b_port}", "--upstream",
+                                           f"127.0.0.1:{upstream_port}"], core_b)
+            relay_a = procs.start(relay + ["--listen", f"127.0.0.1:{a_port}", "--upstream",
+                                           f"127.0.0.1:{b_port}"], core_a)
+            wait_listening(b_port)
+            wait_listening(a_port)
+            results.append(measure("relay x2", a_port, [relay_a.pid, relay_b.pid],
+                                   args.duration, args.connections, str(paced)))
+
+        if "haproxy" in paths:
+            hb_port, ha_port = free_port(), free_port()
+            cfg_b = Path(tmp.name, "b.cfg")
+            cfg_a = Path(tmp.name, "a.cfg")
+            cfg_b.write_text(HAPROXY_CFG.format(listen=hb_port, upstream=upstream_port))
+            cfg_a.write_text(HAPROXY_CFG.format(listen=ha_port, upstream=hb_port))
+            hap_b = procs.start(["haproxy", "-db", "-f", str(cfg_b)], core_b)
+            hap_a = procs.start(["haproxy", "-db", "-f", str(cfg_a)], core_a)
+            wait_listening(hb_port)
+            wait_listening(ha_port)
+            results.append(measure("haproxy x2", ha_port, [hap_a.pid, hap_b.pid],
+                                   args.duration, args.connections, str(paced)))
     finally:
         procs.close()
         tmp.cleanup()
 
     report(results, args)
+    if agent_rss:
+        print("router agents' RSS MB (A, B): "
+              + ", ".join(f"{kb / 1024:.1f}" for kb, _ in agent_rss))
     return 0
 
 
@@ -331,22 +375,25 @@ def report(results: list[PathResult], args: argparse.Namespace) -> None:
         )
         if r.load.errors or r.paced.errors:
             print(f"{'':<11} errors: {r.load.errors} {r.paced.errors}")
-    if len(results) == 3:
-        pistio, haproxy = results[1], results[2]
+    haproxy = next((r for r in results if r.name == "haproxy x2"), None)
+    if haproxy is None:
+        return
+    cpu_h = sum(haproxy.cpu_per_1000) / 2
+    for pistio in results[1:]:
+        if pistio is haproxy:
+            continue
         cpu_p = sum(pistio.cpu_per_1000) / 2
-        cpu_h = sum(haproxy.cpu_per_1000) / 2
         print(
-            f"\npistio/haproxy throughput: {pistio.load.rps / haproxy.load.rps:.2f}   "
-            f"pistio/direct: {pistio.load.rps / direct.load.rps:.2f}   "
-            f"haproxy/direct: {haproxy.load.rps / direct.load.rps:.2f}"
+            f"\n{pistio.name}: /haproxy throughput {pistio.load.rps / haproxy.load.rps:.2f}   "
+            f"/direct {pistio.load.rps / direct.load.rps:.2f}   "
+            f"(haproxy/direct {haproxy.load.rps / direct.load.rps:.2f})"
         )
         print(
-            f"CPU s per 1000 requests per proxy: pistio {cpu_p:.4f}, haproxy {cpu_h:.4f} "
+            f"  CPU s per 1000 requests per proxy: {cpu_p:.4f}, haproxy {cpu_h:.4f} "
             f"(ratio {cpu_p / cpu_h if cpu_h else float('nan'):.2f}); "
-            f"peak RSS MB pistio {max(h for _, h in pistio.rss_kb) / 1024:.1f}, "
+            f"peak RSS MB {max(h for _, h in pistio.rss_kb) / 1024:.1f}, "
             f"haproxy {max(h for _, h in haproxy.rss_kb) / 1024:.1f}"
         )
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -218,6 +218,13 @@ def parse_retry_on(text: str) -> tuple[RetryOn, list[str]]:
     return flags, unknown
 
 
+# Conditions decided from a response's headers whatever its status (``retriable-headers``
+# and the gRPC ones: a trailers-only response carries grpc-status in its headers).
+_HEADER_DRIVEN_RETRY_ON = (RetryOn.RETRIABLE_HEADERS | RetryOn.GRPC_CANCELLED
+                           | RetryOn.GRPC_DEADLINE_EXCEEDED | RetryOn.GRPC_INTERNAL
+                           | RetryOn.GRPC_RESOURCE_EXHAUSTED | RetryOn.GRPC_UNAVAILABLE)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """``RetryPolicy``; back-off defaults to 25 ms base and 10 × base maximum."""
@@ -236,6 +243,27 @@ class RetryPolicy:
     host_selection_retry_max_attempts: int = 1
     # previous_priorities retry priority: its update_frequency, 0 when not configured.
     previous_priorities_update_frequency: int = 0
+    # Derived once, for the request path (plain ints and sets, no enum arithmetic):
+    # ``retry_on`` as an int; the statuses retriable by their code alone; whether a response's
+    # headers can make it retriable (retriable-headers, gRPC conditions), whatever its status.
+    retry_on_bits: int = field(init=False, repr=False, compare=False)
+    retriable_statuses: frozenset[int] = field(init=False, repr=False, compare=False)
+    header_driven: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        on = int(self.retry_on)
+        statuses: set[int] = set()
+        if on & RetryOn.FIVE_XX:
+            statuses.update(range(500, 600))
+        if on & RetryOn.GATEWAY_ERROR:
+            statuses.update((502, 503, 504))
+        if on & RetryOn.RETRIABLE_4XX:
+            statuses.add(409)
+        if on & RetryOn.RETRIABLE_STATUS_CODES:
+            statuses.update(self.retriable_status_codes)
+        object.__setattr__(self, "retry_on_bits", on)
+        object.__setattr__(self, "retriable_statuses", frozenset(statuses))
+        object.__setattr__(self, "header_driven", bool(on & _HEADER_DRIVEN_RETRY_ON))
 
 
 _PREVIOUS_HOSTS_TYPE = previous_hosts_pb2.PreviousHostsPredicate.DESCRIPTOR.full_name
@@ -755,6 +783,27 @@ class Route:
     decorator_operation: str = ""
     decorator_propagate: bool = True
     stat_prefix: str = ""
+    # Derived once, for the request path: the non-empty mutation levels; the propagated
+    # decorator as header bytes; whether the router's request edits come down to that header
+    # (no mutation, host or path rewrite).
+    request_levels: tuple[HeaderMutation, ...] = field(init=False, repr=False, compare=False)
+    response_levels: tuple[HeaderMutation, ...] = field(init=False, repr=False, compare=False)
+    decorator_header: bytes | None = field(init=False, repr=False, compare=False)
+    simple_request_edits: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        request_levels = tuple(level for level in self.request_headers if level)
+        object.__setattr__(self, "request_levels", request_levels)
+        object.__setattr__(self, "response_levels",
+                           tuple(level for level in self.response_headers if level))
+        object.__setattr__(self, "decorator_header",
+                           self.decorator_operation.encode("latin-1")
+                           if self.decorator_operation and self.decorator_propagate else None)
+        a = self.action
+        object.__setattr__(self, "simple_request_edits", a is not None and not request_levels
+                           and not a.host_rewrite_literal and not a.host_rewrite_header
+                           and a.host_rewrite_path_regex is None and a.prefix_rewrite is None
+                           and a.regex_rewrite is None)
 
     def filter_config(self, filter_name: str, cluster: ClusterWeight | None = None
                       ) -> FilterConfig | None:
@@ -766,13 +815,15 @@ class Route:
     def request_header_mutations(self, cluster: ClusterWeight | None = None
                                  ) -> tuple[HeaderMutation, ...]:
         """Request header levels in application order, with the weighted cluster's level."""
-        return _with_cluster_level(self, self.request_headers,
-                                   cluster.request_headers if cluster else NO_MUTATION)
+        if cluster is None or not cluster.request_headers:
+            return self.request_levels
+        return _with_cluster_level(self, self.request_levels, cluster.request_headers)
 
     def response_header_mutations(self, cluster: ClusterWeight | None = None
                                   ) -> tuple[HeaderMutation, ...]:
-        return _with_cluster_level(self, self.response_headers,
-                                   cluster.response_headers if cluster else NO_MUTATION)
+        if cluster is None or not cluster.response_headers:
+            return self.response_levels
+        return _with_cluster_level(self, self.response_levels, cluster.response_headers)
 
 
 def _with_cluster_level(route: Route, levels: tuple[HeaderMutation, ...],

@@ -25,7 +25,7 @@ with ``clusters`` (every cluster the routes name) for the agent to check against
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -58,6 +58,9 @@ from pistio.proxy.config.route_match import (
 from pistio.proxy.config.unsupported import field_path, unsupported_fields
 
 T = TypeVar("T")
+
+_MISS: object = object()
+_VHOST_CACHE_SIZE = 1024
 
 # Envoy's default for max_direct_response_body_size_bytes.
 DEFAULT_MAX_DIRECT_RESPONSE_BODY = 4096
@@ -94,6 +97,10 @@ class RouteTable:
     validate_clusters: bool
     internal_only_headers: tuple[str, ...]
     clusters: frozenset[str]  # every cluster a route names (for validate_clusters, warming)
+    # authority → its virtual host, filled as requests arrive (bounded: authorities come
+    # from clients); the selection is a pure function of the authority.
+    _vhost_cache: dict[str, VirtualHost | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def compile(cls, config: route_pb2.RouteConfiguration) -> RouteTable:
@@ -101,6 +108,17 @@ class RouteTable:
         return _compile(config)
 
     def select_virtual_host(self, authority: str) -> VirtualHost | None:
+        cache = self._vhost_cache
+        vh = cache.get(authority, _MISS)  # type: ignore[arg-type]
+        if vh is not _MISS:
+            return vh
+        vh = self._select_virtual_host(authority)
+        if len(cache) >= _VHOST_CACHE_SIZE:
+            cache.clear()
+        cache[authority] = vh
+        return vh
+
+    def _select_virtual_host(self, authority: str) -> VirtualHost | None:
         vh = self.exact.get(authority)
         # Fast path: the authority as sent is already a lower-case domain without a port.
         if vh is not None and (not self.ignore_port_in_host_matching

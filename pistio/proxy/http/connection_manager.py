@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from pistio.proxy.stats.families import HttpConnectionManagerStats
 
 _INF = float("inf")
+_MAX_PLANS = 4096
 # HttpConnectionManager.CodecType
 CODEC_AUTO = 0
 CODEC_HTTP1 = 1
@@ -198,6 +199,14 @@ class HttpConnectionManager:
             generate_request_id=config.generate_request_id,
         )
         self.filters, self.router_config = build_filter_chain(config, store)
+        # Filter plans: a ``route_scoped`` filter decides from the route alone whether it has
+        # anything to do (fault without a fault config, CORS without a policy); that is asked
+        # once per route and cached here, and the stream skips the filter both ways.
+        self.scoped = tuple(getattr(f, "route_scoped", False) for f in self.filters)
+        # Encoder filters, last to first (filters whose encode_headers is a no-op left out).
+        self.encoders = tuple(i for i in range(len(self.filters) - 1, -1, -1)
+                              if getattr(self.filters[i], "encodes", True))
+        self._plans: dict[int, tuple[Route | None, tuple[bool, ...]]] = {}
         self.stats: HttpConnectionManagerStats = store.http_connection_manager(
             config.stat_prefix)
         self.access_logs = build_access_loggers(config.access_logs)
@@ -211,6 +220,20 @@ class HttpConnectionManager:
         # x-forwarded-client-cert (pistio.proxy.tls.xfcc); None: left as received.
         self.xfcc = xfcc_policy(config.forward_client_cert_details,
                                 config.set_current_client_cert_details)
+
+    def plan_for(self, route: Route | None) -> tuple[bool, ...]:
+        """Per filter position: does the filter run for ``route`` (always, unless it is
+        route-scoped and says it has nothing to do there)."""
+        key = id(route)
+        entry = self._plans.get(key)
+        if entry is not None and entry[0] is route:
+            return entry[1]
+        plan = tuple(not scoped or f.applies(route)  # type: ignore[union-attr]
+                     for f, scoped in zip(self.filters, self.scoped, strict=True))
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()  # routes of replaced route tables
+        self._plans[key] = (route, plan)
+        return plan
 
     def route_table(self) -> RouteTable | None:
         if self.rds_name is None and self.inline_routes is not None:
@@ -312,7 +335,7 @@ class ActiveStream:
     __slots__ = (
         "hcm", "stream", "info", "route_table", "_route", "_route_done", "_view", "router",
         "out", "held", "held_bytes", "finished", "deadline", "_request_deadline",
-        "_replying", "_timer", "_on_end", "gate_paused", "last_activity", "grpc_web",
+        "_replying", "_timer", "_on_end", "gate_paused", "last_activity", "grpc_web", "_plan",
     )
 
     def __init__(self, hcm: HttpConnectionManager, stream: Http1Stream) -> None:
@@ -341,6 +364,7 @@ class ActiveStream:
         self.gate_paused = False
         # A gRPC-Web request's translation state (set by the grpc_web filter).
         self.grpc_web: GrpcWebStream | None = None
+        self._plan: tuple[bool, ...] | None = None
         self.deadline = _INF
         self._request_deadline = _INF
         self.last_activity = stream.conn.loop.time()
@@ -385,10 +409,21 @@ class ActiveStream:
             self._on_end = []
         self._on_end.append(callback)
 
+    def filter_plan(self) -> tuple[bool, ...]:
+        """Which filters run for this stream's route (``HttpConnectionManager.plan_for``)."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self.hcm.plan_for(self.route())
+        return plan
+
     def decode(self, position: int) -> None:
         """Run the decoder filters from ``position``, then the router."""
-        filters = self.hcm.filters
+        hcm = self.hcm
+        filters = hcm.filters
+        scoped = hcm.scoped
         for i in range(position, len(filters)):
+            if scoped[i] and not self.filter_plan()[i]:
+                continue
             if not filters[i].decode_headers(self, i) or self.finished:
                 return
         if self.finished:
@@ -420,9 +455,14 @@ class ActiveStream:
 
     def encode_headers(self, status: int, fields: Fields, upto: int | None = None) -> Fields:
         """Response headers through the encoder filters (last to first, as Envoy)."""
-        filters = self.hcm.filters
-        end = len(filters) if upto is None else upto
-        for i in range(end - 1, -1, -1):
+        hcm = self.hcm
+        filters = hcm.filters
+        scoped = hcm.scoped
+        for i in hcm.encoders:
+            if upto is not None and i >= upto:
+                continue
+            if scoped[i] and not self.filter_plan()[i]:
+                continue
             fields = filters[i].encode_headers(self, status, fields)
         return fields
 
@@ -523,6 +563,9 @@ class ActiveStream:
         if hcm.access_logs:
             for formatter, sink in hcm.access_logs:
                 sink.write(formatter.format(info))
+        # The router is done: drop it, which breaks the stream ↔ router reference cycle so
+        # that the request's objects are freed at once rather than by the cyclic GC.
+        self.router = None
 
     # --- deadlines (stream idle, request timeout) -------------------------------------------------
 

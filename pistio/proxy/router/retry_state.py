@@ -29,55 +29,64 @@ from pistio.proxy.http import http2_grpc as grpc
 from pistio.proxy.http.headers import Fields
 from pistio.proxy.upstream.circuit_breaker import CircuitBreakers
 
-_RESPONSE_5XX = RetryOn.FIVE_XX
-_GATEWAY = RetryOn.GATEWAY_ERROR
-_ON_RESET = RetryOn.FIVE_XX | RetryOn.GATEWAY_ERROR | RetryOn.RESET
-_ON_CONNECT_FAILURE = _ON_RESET | RetryOn.CONNECT_FAILURE
-GRPC_RETRY_ON = (RetryOn.GRPC_CANCELLED | RetryOn.GRPC_DEADLINE_EXCEEDED | RetryOn.GRPC_INTERNAL
-                 | RetryOn.GRPC_RESOURCE_EXHAUSTED | RetryOn.GRPC_UNAVAILABLE)
+# Plain-int masks: the request path does no enum arithmetic.
+_ON_RESET = int(RetryOn.FIVE_XX | RetryOn.GATEWAY_ERROR | RetryOn.RESET)
+_ON_CONNECT_FAILURE = _ON_RESET | int(RetryOn.CONNECT_FAILURE)
+GRPC_RETRY_ON = int(RetryOn.GRPC_CANCELLED | RetryOn.GRPC_DEADLINE_EXCEEDED
+                    | RetryOn.GRPC_INTERNAL | RetryOn.GRPC_RESOURCE_EXHAUSTED
+                    | RetryOn.GRPC_UNAVAILABLE)
+_RETRIABLE_HEADERS = int(RetryOn.RETRIABLE_HEADERS)
 _GRPC_STATUS_RETRY_ON = {
-    grpc.CANCELLED: RetryOn.GRPC_CANCELLED,
-    grpc.DEADLINE_EXCEEDED: RetryOn.GRPC_DEADLINE_EXCEEDED,
-    grpc.INTERNAL: RetryOn.GRPC_INTERNAL,
-    grpc.RESOURCE_EXHAUSTED: RetryOn.GRPC_RESOURCE_EXHAUSTED,
-    grpc.UNAVAILABLE: RetryOn.GRPC_UNAVAILABLE,
+    grpc.CANCELLED: int(RetryOn.GRPC_CANCELLED),
+    grpc.DEADLINE_EXCEEDED: int(RetryOn.GRPC_DEADLINE_EXCEEDED),
+    grpc.INTERNAL: int(RetryOn.GRPC_INTERNAL),
+    grpc.RESOURCE_EXHAUSTED: int(RetryOn.GRPC_RESOURCE_EXHAUSTED),
+    grpc.UNAVAILABLE: int(RetryOn.GRPC_UNAVAILABLE),
 }
 
 
+def response_is_retriable(policy: RetryPolicy, status: int, fields: Fields) -> bool:
+    """May a response with ``status`` and ``fields`` be retried under ``policy``? The status
+    alone decides through the policy's precomputed ``retriable_statuses``; the headers are
+    read only when the policy has header-driven conditions."""
+    if status in policy.retriable_statuses:
+        return True
+    if not policy.header_driven:
+        return False
+    on = policy.retry_on_bits
+    if on & GRPC_RETRY_ON:
+        code = grpc.grpc_status_of(fields)
+        if code is not None and on & _GRPC_STATUS_RETRY_ON.get(code, 0):
+            return True
+    if on & _RETRIABLE_HEADERS and policy.retriable_headers:
+        index = {n.lower(): v for n, v in fields}
+        return any(m.matches_headers(index) for m in policy.retriable_headers)
+    return False
+
+
+def reset_is_retriable(policy: RetryPolicy, connect_failure: bool) -> bool:
+    return bool(policy.retry_on_bits & (_ON_CONNECT_FAILURE if connect_failure else _ON_RESET))
+
+
 class RetryState:
-    """Counts the retries of one request against its policy."""
+    """Counts the retries of one request against its policy. The router creates it only
+    when an outcome is retriable (most requests never need one)."""
 
     __slots__ = ("policy", "retry_on", "retries_left", "retries_done", "tried_hosts")
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, tried_hosts: list[object] | None = None) -> None:
         self.policy = policy
-        self.retry_on = policy.retry_on
+        self.retry_on = policy.retry_on_bits
         self.retries_left = policy.num_retries
         self.retries_done = 0
         # Hosts already tried, for the previous_hosts predicate.
-        self.tried_hosts: list[object] = []
+        self.tried_hosts: list[object] = tried_hosts if tried_hosts is not None else []
 
     def response_is_retriable(self, status: int, fields: Fields) -> bool:
-        on = self.retry_on
-        if status >= 500 and on & _RESPONSE_5XX:
-            return True
-        if status in (502, 503, 504) and on & _GATEWAY:
-            return True
-        if status == 409 and on & RetryOn.RETRIABLE_4XX:
-            return True
-        if on & RetryOn.RETRIABLE_STATUS_CODES and status in self.policy.retriable_status_codes:
-            return True
-        if on & GRPC_RETRY_ON:
-            code = grpc.grpc_status_of(fields)
-            if code is not None and on & _GRPC_STATUS_RETRY_ON.get(code, RetryOn.NONE):
-                return True
-        if on & RetryOn.RETRIABLE_HEADERS and self.policy.retriable_headers:
-            index = {n.lower(): v for n, v in fields}
-            return any(m.matches_headers(index) for m in self.policy.retriable_headers)
-        return False
+        return response_is_retriable(self.policy, status, fields)
 
     def reset_is_retriable(self, connect_failure: bool) -> bool:
-        return bool(self.retry_on & (_ON_CONNECT_FAILURE if connect_failure else _ON_RESET))
+        return reset_is_retriable(self.policy, connect_failure)
 
     def take_retry(self, breakers: CircuitBreakers) -> bool | None:
         """Spend one retry: True if granted, None when the limit is exhausted (URX), False

@@ -57,7 +57,7 @@ from pistio.proxy.config.route_action import (
     HeaderHash,
     MaxStreamDuration,
     QueryParameterHash,
-    RetryOn,
+    RetryPolicy,
     RouteAction,
     SourceIpHash,
     pick_weighted_cluster,
@@ -75,7 +75,7 @@ from pistio.proxy.http.headers import (
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
 from pistio.proxy.router.header_mutation import mutate_request, mutate_response
 from pistio.proxy.router.mirror import ShadowRequest, shadow_head
-from pistio.proxy.router.retry_state import GRPC_RETRY_ON, RetryState
+from pistio.proxy.router.retry_state import RetryState, reset_is_retriable, response_is_retriable
 from pistio.proxy.router.upstream_request import UpstreamRequest
 from pistio.proxy.runtime.cluster_manager import ClusterManager, ClusterRuntime
 from pistio.proxy.stats.families import ClusterStats
@@ -84,6 +84,7 @@ from pistio.proxy.upstream.outlier_detection import LocalOrigin
 
 if TYPE_CHECKING:
     from pistio.proxy.http.connection_manager import ActiveStream
+    from pistio.proxy.upstream.host import Host
 
 X_ENVOY_ORIGINAL_PATH = b"x-envoy-original-path"
 X_ENVOY_ATTEMPT_COUNT = b"x-envoy-attempt-count"
@@ -96,10 +97,6 @@ _OVERLOADED = [(X_ENVOY_OVERLOADED, b"true")]
 
 # ResponseFlag (the codecs' enum) → the access log's bit.
 FLAG_BITS = {flag: rf.from_short_string(flag.value) for flag in ResponseFlag}
-
-# Retry conditions decided from a response's headers even when its status is 2xx
-# (gRPC's trailers-only responses carry grpc-status in the headers).
-_HEADER_DRIVEN_RETRIES = RetryOn.RETRIABLE_HEADERS | GRPC_RETRY_ON
 
 _CONNECT_FAILURES = (UpstreamFailure.CONNECTION_FAILURE, UpstreamFailure.CONNECTION_TIMEOUT)
 
@@ -157,7 +154,7 @@ class RouterStream:
 
     __slots__ = (
         "s", "stream", "ctx", "config", "route", "action", "weight", "cluster",
-        "cluster_stats", "retry", "timeout", "per_try_timeout", "global_timer",
+        "cluster_stats", "retry_policy", "retry", "first_host", "timeout", "per_try_timeout", "global_timer",
         "backoff_timer", "attempt", "attempts", "retain_body", "body", "body_bytes",
         "body_limit", "unsent", "unsent_bytes", "request_done", "response_started",
         "done", "hash_key", "waiting_for_connection", "include_attempt_count",
@@ -175,7 +172,11 @@ class RouterStream:
         self.weight: ClusterWeight | None = None
         self.cluster: ClusterRuntime | None = None
         self.cluster_stats: ClusterStats = None  # type: ignore[assignment]
+        # The route's retry policy (None: no retries); the retry state is made only when an
+        # outcome is retriable, with ``first_host`` (the first attempt's) as tried.
+        self.retry_policy: RetryPolicy | None = None
         self.retry: RetryState | None = None
+        self.first_host: Host | None = None
         self.timeout = 0.0
         self.per_try_timeout = 0.0
         self.global_timer: asyncio.TimerHandle | None = None
@@ -266,7 +267,7 @@ class RouterStream:
         self._finalize_request_headers(route, action)
         policy = action.retry_policy
         if policy is not None and head.upgrade is None:
-            self.retry = RetryState(policy)
+            self.retry_policy = policy
             self.per_try_timeout = policy.per_try_timeout
         self.timeout = action.timeout if head.upgrade is None else 0.0
         if action.max_stream_duration is not None:
@@ -279,7 +280,8 @@ class RouterStream:
         self.attempt_count_in_response = action.include_attempt_count_in_response
         if action.hash_policies:
             self.hash_key = self._hash_key(action)
-        if not self.request_done and (self.retry is not None or action.mirror_policies):
+        if not self.request_done and (self.retry_policy is not None
+                                      or action.mirror_policies):
             # Keep the body for a retry or a shadow, within the buffer limit.
             self.retain_body = True
             limit = action.per_request_buffer_limit_bytes
@@ -336,6 +338,11 @@ class RouterStream:
 
     def _finalize_request_headers(self, route: Route, action: RouteAction) -> None:
         head = self.stream.head
+        if self.weight is None and route.simple_request_edits:
+            # Decided when the route was compiled: no mutation, no rewrite.
+            if route.decorator_header is not None:
+                head.set(X_ENVOY_DECORATOR_OPERATION, route.decorator_header)
+            return
         mutate_request(head, route.request_header_mutations(self.weight))
         new_host = None
         if self.weight is not None and self.weight.host_rewrite_literal:
@@ -355,8 +362,8 @@ class RouterStream:
         if new_path is not None:
             head.set(X_ENVOY_ORIGINAL_PATH, head.target)
             head.target = new_path.encode("latin-1")
-        if route.decorator_operation and route.decorator_propagate:
-            head.set(X_ENVOY_DECORATOR_OPERATION, route.decorator_operation.encode("latin-1"))
+        if route.decorator_header is not None:
+            head.set(X_ENVOY_DECORATOR_OPERATION, route.decorator_header)
 
     def _hash_key(self, action: RouteAction) -> int | None:
         """Envoy's hash policies: the first that yields a value (all of them, combined, unless
@@ -410,6 +417,7 @@ class RouterStream:
                 # no attempt is in flight the body keeps buffering (reading is paused soon).
                 self.retain_body = False
                 self.body = []
+                self.retry_policy = None
                 self.retry = None
                 if self.cluster_stats is not None:
                     self.cluster_stats.retry_or_shadow_abandoned += 1
@@ -540,6 +548,8 @@ class RouterStream:
         self.attempt = attempt
         if retry is not None:
             retry.tried_hosts.append(host)
+        elif self.first_host is None:
+            self.first_host = host
         info = self.s.info
         info.upstream_host = host.key
         info.attempt_count = self.attempts
@@ -580,17 +590,21 @@ class RouterStream:
                    fields: Fields | None = None) -> bool | None:
         """Retry if the outcome allows: True (scheduled), False (not retriable), None
         (retriable but exhausted or refused: the caller sets URX)."""
-        retry = self.retry
-        if retry is None or self.response_started:
+        policy = self.retry_policy
+        if policy is None or self.response_started:
             return False
         if connect_failure is None:
-            retriable = retry.response_is_retriable(status, fields or [])
+            retriable = response_is_retriable(policy, status, fields or [])
         else:
-            retriable = retry.reset_is_retriable(connect_failure)
+            retriable = reset_is_retriable(policy, connect_failure)
         if not retriable:
             return False
         if self.body_bytes and not self.retain_body:
             return False
+        retry = self.retry
+        if retry is None:
+            first = self.first_host
+            retry = self.retry = RetryState(policy, [first] if first is not None else [])
         granted = retry.take_retry(self.cluster.circuit_breakers)  # type: ignore[union-attr]
         stats = self.cluster_stats
         if granted is None:
@@ -630,8 +644,9 @@ class RouterStream:
         detector = cluster.outlier_detector
         if detector is not None:
             detector.report_http_status(attempt.host, status)
-        if self.retry is not None and status != 101 and (
-                status >= 300 or self.retry.retry_on & _HEADER_DRIVEN_RETRIES):
+        policy = self.retry_policy
+        if policy is not None and status != 101 and (
+                policy.header_driven or (status >= 300 and status in policy.retriable_statuses)):
             decision = self._try_retry(None, status, fields)
             if decision:
                 attempt.cancel()

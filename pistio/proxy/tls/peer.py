@@ -12,12 +12,16 @@ import ipaddress
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from pistio.proxy.config.cluster_config import SanMatcher
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# ``cryptography`` is imported when a peer certificate is first read: a worker with no TLS
+# config never loads it.
 
 _CACHE_LIMIT = 4096
 
@@ -48,6 +52,8 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
     digest = hashlib.sha256(der).hexdigest()
     found = _cache.get(digest)
     if found is None:
+        from cryptography import x509
+
         found = certificate_facts(x509.load_der_x509_certificate(der), digest)
         if len(_cache) >= _CACHE_LIMIT:
             _cache.clear()
@@ -56,6 +62,9 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
 
 
 def certificate_facts(cert: x509.Certificate, digest: str | None = None) -> PeerCertificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     if digest is None:
         digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
     try:

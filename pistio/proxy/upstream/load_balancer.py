@@ -263,6 +263,10 @@ class LoadBalancer:
         )
         self.load = PriorityLoad((100,), (0,))
         self._states: list[_PriorityState] = []
+        # One priority taking all the load, not in panic, no locality weighting: every
+        # request goes to that priority's healthy picker (no roll, no priority walk).
+        self._single = False
+        self._single_picker: _Picker | None = None
         self.refresh()
 
     # -- config and health changes --
@@ -366,6 +370,11 @@ class LoadBalancer:
                         self._picker(tuple(h for h in g if h.healthy)) for g in groups
                     ]
         self._states = states
+        first = states[0]
+        self._single = (len(states) == 1 and not first.panic and first.locality_edf is None
+                        and load.healthy[0] >= 100
+                        and s.policy is not LbPolicy.CLUSTER_PROVIDED)
+        self._single_picker = first.healthy_picker
 
     def _picker(self, hosts: tuple[Host, ...]) -> _Picker | None:
         if not hosts:
@@ -409,6 +418,14 @@ class LoadBalancer:
     ) -> Host | None:
         """The host for one request (or TCP connection); ``None`` when no host is available
         (the router answers 503 with flag UH)."""
+        if self._single:
+            picker = self._single_picker
+            if picker is None:
+                return None
+            host = picker.pick(hash_key)
+            if exclude and host in exclude:
+                return self._pick_excluding(picker, hash_key, exclude, host)
+            return host
         if self.settings.policy is LbPolicy.CLUSTER_PROVIDED:
             return self._original_dst_host(original_dst)
         roll = hash_key % 100 if hash_key is not None else self._rng.randrange(100)

@@ -23,6 +23,7 @@ from pistio.proxy.config.route_action import CorsPolicy
 from pistio.proxy.http.headers import Fields
 
 if TYPE_CHECKING:
+    from pistio.proxy.config.route_table import Route
     from pistio.proxy.http.connection_manager import ActiveStream
 
 _ORIGIN = b"origin"
@@ -35,6 +36,14 @@ class CorsFilter:
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    # Decided once per route by the connection manager's filter plan: without a CorsPolicy
+    # for the route the filter is skipped both ways.
+    route_scoped = True
+    encodes = True
+
+    def applies(self, route: Route | None) -> bool:
+        return route is not None and isinstance(route.filter_config(self.name, None), CorsPolicy)
 
     def _policy(self, s: ActiveStream) -> tuple[CorsPolicy, bytes] | None:
         route = s.route()

@@ -24,6 +24,7 @@ from pistio.proxy.config.route_action import FaultAbort, FaultDelay, HttpFault
 from pistio.proxy.http.headers import Fields
 
 if TYPE_CHECKING:
+    from pistio.proxy.config.route_table import Route
     from pistio.proxy.http.connection_manager import ActiveStream
     from pistio.proxy.stats.store import Counter, StatsStore
 
@@ -48,6 +49,20 @@ class FaultFilter:
         self.delays_injected: Counter = store.counter(prefix + "delays_injected")
         self.aborts_injected: Counter = store.counter(prefix + "aborts_injected")
         self.faults_overflow: Counter = store.counter(prefix + "faults_overflow")
+
+    # The connection manager asks ``applies`` once per route (its filter plan) and skips the
+    # filter for routes where it has nothing to do; ``encode_headers`` is a no-op.
+    route_scoped = True
+    encodes = False
+
+    def applies(self, route: Route | None) -> bool:
+        """Could a fault be injected on ``route``: its effective config (the route's
+        ``typed_per_filter_config`` over the filter's own) has a delay or an abort?"""
+        config: object = self.config
+        if route is not None and self.name in route.per_filter_config:
+            config = route.filter_config(self.name)
+        return isinstance(config, HttpFault) and (config.delay is not None
+                                                  or config.abort is not None)
 
     def _settings(self, s: ActiveStream) -> HttpFault | None:
         route = s.route()

@@ -580,6 +580,9 @@ class JwtAuthnFilter:
         self.denied: Counter = store.counter(prefix + "denied")
         self.cors_preflight_bypassed: Counter = store.counter(prefix + "cors_preflight_bypassed")
 
+    # ``encode_headers`` is a no-op: the connection manager skips it.
+    encodes = False
+
     def decode_headers(self, s: ActiveStream, position: int) -> bool:
         config = self.config
         head = s.stream.head

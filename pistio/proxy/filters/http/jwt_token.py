@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jwt.algorithms import get_default_algorithms
-
 
 class Status(enum.Enum):
     """``google::jwt_verify::Status`` values pistio produces, with Envoy's messages."""
@@ -61,7 +59,19 @@ class Status(enum.Enum):
         return self.value
 
 
-_ALGORITHMS = get_default_algorithms()
+_algorithms_cache: dict[str, Any] = {}
+
+
+def _algorithms() -> dict[str, Any]:
+    """PyJWT's algorithms, loaded on first use: PyJWT pulls in ``cryptography``, which a
+    worker without JWT policies should not pay for."""
+    if not _algorithms_cache:
+        from jwt.algorithms import get_default_algorithms
+
+        _algorithms_cache.update(get_default_algorithms())
+    return _algorithms_cache
+
+
 # Envoy's implemented algorithms, each with the JWK key type it needs.
 _ALG_KTY = {
     **{a: "RSA" for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
@@ -120,7 +130,7 @@ def parse_jwks(text: str) -> tuple[Jwk, ...]:
         if family is None:
             continue
         try:
-            key = _ALGORITHMS[family].from_jwk(jwk)
+            key = _algorithms()[family].from_jwk(jwk)
         except Exception:  # noqa: BLE001 - PyJWT raises various errors for bad keys
             continue
         kid = jwk.get("kid", "")
@@ -225,7 +235,7 @@ def verify_time(jwt: Jwt, now: int, clock_skew: int) -> Status:
 def verify_signature(jwt: Jwt, keys: tuple[Jwk, ...]) -> Status:
     if not keys:
         return Status.JWKS_NO_VALID_KEYS
-    algorithm = _ALGORITHMS[jwt.alg]
+    algorithm = _algorithms()[jwt.alg]
     tried = False
     for jwk in keys:
         if jwt.kid and jwk.kid and jwk.kid != jwt.kid:

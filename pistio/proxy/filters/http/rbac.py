@@ -140,6 +140,9 @@ class RbacFilter:
         self._shadow_id_key = config.shadow_rules_stat_prefix + "shadow_effective_policy_id"
         self._shadow_result_key = config.shadow_rules_stat_prefix + "shadow_engine_result"
 
+    # ``encode_headers`` is a no-op: the connection manager skips it.
+    encodes = False
+
     def decode_headers(self, s: ActiveStream, position: int) -> bool:
         config = self.config
         ctx = authz_context(s)

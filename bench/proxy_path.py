@@ -1,0 +1,244 @@
+"""In-process CPU cost of one request through the sidecar's HTTP path (not a test).
+
+The worker's real objects (listener manager, connection manager, fault and CORS filters,
+router, cluster manager, HTTP/1.1 pool and codecs) compiled from the same Istio-like config
+as bench/static_xds.py serves (``outbound``: the default outbound route with Istio's retry
+policy; ``inbound``: the default inbound route), driven synchronously through in-memory
+transports: a keep-alive request goes into the downstream codec, comes out of the upstream
+connection, a 1 KiB response goes back in and comes out downstream. No sockets, no event
+loop wake-ups: what is measured is the Python work per request and hop, which is what the
+proxy adds on top of a bare relay (bench/dataplane.py measures the real thing).
+
+    .venv/bin/python bench/proxy_path.py [--requests 5000] [--rounds 20]
+
+Prints the best and median microseconds of CPU (``time.process_time``) per request for each
+kind, and the process's RSS. ``--packages pistio,pistio_old`` compares versions in one process
+(batches interleaved, so a busy machine slows both alike): make ``pistio_old`` a copy of an
+older ``pistio/`` tree with its ``pistio`` imports renamed, on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))
+sys.path.append(str(ROOT / "bench"))
+
+import static_xds  # noqa: E402
+import uvloop  # noqa: E402
+from google.protobuf import any_pb2  # noqa: E402
+
+from pistio.pilot.networking.route_translation import (  # noqa: E402
+    build_default_inbound_route,
+    build_default_outbound_route,
+)
+from tests.unit.proxy.http_fixtures import (  # noqa: E402
+    eds_cluster,
+    free_port,
+    load_assignment,
+    route_config,
+)
+
+BODY = b"x" * 1024
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n"
+            % len(BODY)) + BODY
+
+
+class MemoryTransport:
+    """Just enough of a uvloop transport for the codecs."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.protocol: Any = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.extend(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.written)
+        self.written.clear()
+        return out
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+
+def pack(msg: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
+
+
+class Path1:
+    """One hop's data path built from package ``pkg`` (``pistio``, or a renamed copy of
+    another version of it, to compare two versions in one process)."""
+
+    def __init__(self, pkg: str, kind: str) -> None:
+        self.pkg = pkg
+        self.kind = kind
+
+    def _m(self, name: str) -> Any:
+        return importlib.import_module(f"{self.pkg}.{name}")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        m = self._m
+        T = m("xds.types")
+        self.holder = m("proxy.runtime.snapshot").SnapshotHolder()
+        self.store = m("proxy.stats.store").StatsStore()
+        self.clusters = m("proxy.runtime.cluster_manager").ClusterManager(loop=loop,
+                                                                          store=self.store)
+        self.sweeper = m("proxy.http.timeouts").DeadlineSweeper(loop, 0.05)
+        self.listeners = m("proxy.server.listener_manager").ListenerManager(
+            loop, self.holder, self.clusters, self.store, self.sweeper)
+        self.holder.subscribe(self.clusters.apply)
+        self.holder.subscribe(self.listeners.apply)
+        compiler = m("proxy.runtime.resource_compiler").ResourceCompiler()
+        port = free_port()
+        if self.kind == "outbound":
+            route = build_default_outbound_route(static_xds.CLUSTER, "server:8080/*")
+        else:
+            route = build_default_inbound_route(static_xds.CLUSTER, "server:8080/*")
+        listener = static_xds.listener(port, self.kind)
+        rc = route_config("8080", [route])
+        cluster = eds_cluster(static_xds.CLUSTER)
+        cla = load_assignment(static_xds.CLUSTER, [9])
+        snapshot = m("proxy.runtime.snapshot").build_snapshot(
+            1,
+            {cluster.name: compiler.compile(T.CLUSTER, cluster.name, pack(cluster))},
+            {cla.cluster_name: compiler.compile(T.ENDPOINT, cla.cluster_name, pack(cla))},
+            {listener.name: compiler.compile(T.LISTENER, listener.name, pack(listener))},
+            {rc.name: compiler.compile(T.ROUTE, rc.name, pack(rc))},
+        )
+        self.holder.publish(snapshot)
+        await self.listeners.wait_bound()
+
+        runtime = next(iter(self.listeners.runtimes.values()))
+        hcm = next(iter(runtime.managers.values()))
+        runtime_cluster = self.clusters.get(static_xds.CLUSTER)
+        host = runtime_cluster.lb.choose_host()
+        pool = runtime_cluster.pools(loop).get((host.address, host.port))
+        self.up_transport = MemoryTransport()
+        self.upstream = m("proxy.http.http1_upstream").Http1ClientConnection(pool)
+        self.upstream.connection_made(self.up_transport)
+        pool.connections.add(self.upstream)
+        pool.release(self.upstream)
+        self.down_transport = MemoryTransport()
+        info = m("proxy.access_log.stream_info").DownstreamConnectionInfo(
+            ("127.0.0.1", port), ("127.0.0.1", 40000))
+        protocol = hcm.connection(info)
+        self.down_transport.protocol = protocol
+        protocol.connection_made(self.down_transport)
+        self.request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+        self.run(2000)  # warm-up
+
+    def run(self, n: int) -> float:
+        """CPU microseconds per request over ``n`` requests."""
+        down, up, upstream = self.down_transport, self.up_transport, self.upstream
+        request = self.request
+        start = time.process_time()
+        for _ in range(n):
+            down.protocol.data_received(request)
+            if not up.written:
+                raise RuntimeError("the request did not reach the upstream")
+            up.written.clear()
+            upstream.data_received(RESPONSE)
+            if not down.written or up.closed or down.closed:
+                raise RuntimeError("no response downstream, or a connection was closed")
+            down.written.clear()
+        return (time.process_time() - start) / n * 1e6
+
+    async def close(self) -> None:
+        self.listeners.close()
+        self.clusters.close()
+        self.sweeper.close()
+        await asyncio.sleep(0)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests per batch")
+    parser.add_argument("--rounds", type=int, default=20, help="batches per path")
+    parser.add_argument("--kinds", default="outbound,inbound")
+    parser.add_argument("--gc", choices=("default", "worker"), default="default",
+                        help="worker: the GC settings of a proxy worker (tune_gc)")
+    parser.add_argument("--packages", default="pistio",
+                        help="comma-separated packages to compare, batches interleaved (a "
+                             "renamed copy of another version must be importable)")
+    args = parser.parse_args()
+    paths = [Path1(pkg, kind) for kind in args.kinds.split(",")
+             for pkg in args.packages.split(",")]
+    for p in paths:
+        await p.start()
+    if args.gc == "worker":
+        importlib.import_module("pistio.proxy.runtime.worker_process").tune_gc()
+    gc_time = [0.0, 0, 0.0]  # seconds, collections, start
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_time[2] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[2]
+            gc_time[1] += 1
+
+    results: dict[Path1, list[float]] = {p: [] for p in paths}
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(args.rounds):
+            for p in paths:
+                results[p].append(p.run(args.requests))
+    finally:
+        gc.callbacks.remove(on_gc)
+        for p in paths:
+            await p.close()
+    total = args.rounds * args.requests * len(paths)
+    print(f"GC ({args.gc}): {gc_time[1]} collections, {gc_time[0] / total * 1e6:.2f} µs per "
+          f"request")
+    for p, us in results.items():
+        print(f"{p.kind:9} {p.pkg:14} µs CPU per request: best {min(us):6.2f}  median "
+              f"{statistics.median(us):6.2f}  ({args.rounds} x {args.requests})")
+    print(f"RSS {rss_mb():.1f} MB")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
