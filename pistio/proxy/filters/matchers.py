@@ -494,6 +494,22 @@ class RbacEngine:
         return _ACTION_NAMES.get(self.action, str(self.action))
 
 
+def compile_rules_and_shadow(msg: Any, where: str, problems: list[str]
+                             ) -> tuple[RbacEngine | None, RbacEngine | None]:
+    """The ``rules`` and ``shadow_rules`` that the HTTP and network RBAC filters share;
+    problems are appended to ``problems`` so one NACK names them all."""
+    engines: list[RbacEngine | None] = []
+    for field_name in ("rules", "shadow_rules"):
+        engine = None
+        if msg.HasField(field_name):
+            try:
+                engine = compile_rbac(getattr(msg, field_name), f"{where}.{field_name}")
+            except ConfigError as err:
+                problems.extend(err.problems)
+        engines.append(engine)
+    return engines[0], engines[1]
+
+
 def compile_rbac(rbac: rbac_pb2.RBAC, where: str) -> RbacEngine:
     """Compile an ``envoy.config.rbac.v3.RBAC``; ``ConfigError`` names every problem."""
     problems: list[str] = []

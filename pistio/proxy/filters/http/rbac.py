@@ -33,7 +33,7 @@ from pistio.proxy.filters.matchers import (
     LOG,
     AuthzContext,
     RbacEngine,
-    compile_rbac,
+    compile_rules_and_shadow,
     response_detail,
 )
 from pistio.proxy.http.headers import Fields
@@ -64,17 +64,7 @@ class HttpRbacConfig:
 
 def compile_http_rbac(msg: http_rbac_pb2.RBAC, where: str) -> HttpRbacConfig:
     problems = unsupported_fields(msg, _ALLOWED, where)
-    rules = shadow = None
-    if msg.HasField("rules"):
-        try:
-            rules = compile_rbac(msg.rules, f"{where}.rules")
-        except ConfigError as err:
-            problems.extend(err.problems)
-    if msg.HasField("shadow_rules"):
-        try:
-            shadow = compile_rbac(msg.shadow_rules, f"{where}.shadow_rules")
-        except ConfigError as err:
-            problems.extend(err.problems)
+    rules, shadow = compile_rules_and_shadow(msg, where, problems)
     if problems:
         raise ConfigError(problems)
     return HttpRbacConfig(rules, shadow, msg.rules_stat_prefix, msg.shadow_rules_stat_prefix)

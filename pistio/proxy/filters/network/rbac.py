@@ -29,7 +29,7 @@ from pistio.proxy.filters.matchers import (
     LOG,
     AuthzContext,
     RbacEngine,
-    compile_rbac,
+    compile_rules_and_shadow,
     response_detail,
 )
 
@@ -66,17 +66,7 @@ def compile_network_rbac(typed: Any, name: str, where: str) -> NetworkRbacConfig
     if msg.enforcement_type != ONE_TIME_ON_FIRST_BYTE:
         problems.append(f"{where}.enforcement_type: only ONE_TIME_ON_FIRST_BYTE is supported "
                         "by pistio")
-    rules = shadow = None
-    if msg.HasField("rules"):
-        try:
-            rules = compile_rbac(msg.rules, f"{where}.rules")
-        except ConfigError as err:
-            problems.extend(err.problems)
-    if msg.HasField("shadow_rules"):
-        try:
-            shadow = compile_rbac(msg.shadow_rules, f"{where}.shadow_rules")
-        except ConfigError as err:
-            problems.extend(err.problems)
+    rules, shadow = compile_rules_and_shadow(msg, where, problems)
     if problems:
         raise ConfigError(problems)
     return NetworkRbacConfig(name, msg.stat_prefix, rules, shadow, msg.shadow_rules_stat_prefix)
