@@ -46,7 +46,7 @@ demo: deb setup
 	@echo "  $(PISTIO) exec deploy/curl -- curl -s productpage:9080/productpage   # the page"
 	@echo "  $(PISTIO) apply -f $(SHARED)/conformance/istio-samples/bookinfo-networking/destination-rule-all.yaml \\"
 	@echo "      -f $(SHARED)/conformance/istio-samples/bookinfo-networking/virtual-service-all-v1.yaml    # Istio's tasks: docs/bookinfo.md"
-	@echo "  $(PISTIO) proxy-config routes <NAME from proxy-status>                # what a sidecar was sent"
+	@echo "  $(PISTIO) proxy-config routes deploy/productpage-v1                   # what a sidecar was sent"
 	@echo "  $(PISTIO) logs deploy/reviews-v2 -c istio-proxy                     # a sidecar's log"
 	@echo "  $(PISTIO) down                                                      # remove it all"
 

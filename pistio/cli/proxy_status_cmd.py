@@ -72,10 +72,31 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], paddi
 
 
 def resolve_proxy_id(proxy: str, namespace: str | None) -> str:
-    """istioctl's ``pod[.namespace]`` (or a full node id) as the discovery matches it."""
+    """istioctl's ``pod[.namespace]``, ``pod/NAME``, ``deploy/NAME`` (a pod of the
+    Deployment, found through the running local node) or a full node id, as the discovery
+    matches it."""
+    kind, slash, name = proxy.partition("/")
+    if slash and kind in ("pod", "pods", "po"):
+        proxy = name
+    elif slash and kind in ("deploy", "deployment", "deployments"):
+        proxy = _deployment_pod(name, namespace or "default")
     if "~" in proxy or "." in proxy:
         return proxy
     return f"{proxy}.{namespace or 'default'}"
+
+
+def _deployment_pod(name: str, namespace: str) -> str:
+    from pistio.node import api
+    from pistio.node.config import load_node_config
+
+    try:
+        answer = api.call(load_node_config().socket, "exec_info", timeout=10,
+                          namespace=namespace, pod=f"deploy/{name}", container=None)
+    except api.NodeUnavailable as exc:
+        fail(f"deploy/{name}: finding its pod needs the local node ({exc}); give the pod name")
+    if not answer.get("ok"):
+        fail("; ".join(answer.get("errors") or [f"deploy/{name} not found"]))
+    return f"{answer['pod']}.{answer['namespace']}"
 
 
 def quote_id(proxy_id: str) -> str:

@@ -89,6 +89,9 @@ def test_up_runs_bookinfo_with_sidecars(node: Node) -> None:
         assert re.search(rf"^{deploy}-\w+-\w+\s+2/2\s+Running\s", pods, re.M), pods
     status = node.pistio("proxy-status", check=True).stdout
     assert status.count("SYNCED") >= 8 * 2, status
+    # istioctl's deploy/NAME form, resolved through the node to one of its pods.
+    routes = node.pistio("proxy-config", "routes", "deploy/productpage-v1", check=True).stdout
+    assert "reviews.default.svc.cluster.local:9080" in routes, routes
     svcs = node.pistio("get", "svc", "-o", "wide", check=True).stdout
     assert re.search(r"^productpage\s+ClusterIP\s+10\.97\.\d+\.\d+\s+<none>\s+9080/TCP", svcs,
                      re.M), svcs
