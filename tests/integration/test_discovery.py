@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from envoy.config.route.v3 import route_pb2
 
 from pistio.xds import types as T
 from pistio.xds.client import AdsClient
+from tests.integration.discovery_process import run_discovery
 
 PRODUCTPAGE_ID = "sidecar~10.244.0.10~productpage-v1.default~default.svc.cluster.local"
 GRPC_CLIENT_ID = "sidecar~10.244.0.20~grpc-client-7d9f.default~default.svc.cluster.local"
@@ -139,46 +139,10 @@ def discovery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Discovery]:
     )
     write(config / "reviews-dr.yaml", DESTINATION_RULE)
     write(config / "reviews-vs.yaml", VIRTUAL_SERVICE.format(subset="v1", weight=100))
-    ready = base / "ready.json"
-    log_file = base / "discovery.log"
-    with log_file.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pistio.cli",
-                "discovery",
-                "--config-dir",
-                str(config),
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--ready-file",
-                str(ready),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"discovery exited with {proc.returncode}:\n{log_file.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"discovery not ready after 15 s:\n{log_file.read_text()}")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        yield Discovery(config, info["grpc_address"], info["http_address"], log_file)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-    assert not ready.exists(), "a clean shutdown removes the ready file"
+    with run_discovery(config, base) as info:
+        yield Discovery(config, info["grpc_address"], info["http_address"],
+                        base / "discovery.log")
+    assert not (base / "ready.json").exists(), "a clean shutdown removes the ready file"
 
 
 async def connect(d: Discovery, node_id: str, **metadata: str) -> AdsClient:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.discovery_process import run_discovery
 from tests.integration.echo_server import FAIL_FIRST_HEADER, EchoServer
 
 HERE = Path(__file__).parent
@@ -199,7 +199,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = base / "config"
     config.mkdir()
     v1, v2 = EchoServer("v1").start(), EchoServer("v2").start()
-    proc: subprocess.Popen[bytes] | None = None
     try:
         write(config / "namespace.yaml", NAMESPACE)
         write(
@@ -209,39 +208,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for name, (ip, http) in SCENARIOS.items():
             write(config / f"{name}-svc.yaml", SERVICE.format(name=name, ip=ip))
             write(config / f"{name}-vs.yaml", virtual_service(name, http))
-        ready = base / "ready.json"
-        log_file = base / "discovery.log"
-        with log_file.open("w") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "pistio.cli", "discovery",
-                    "--config-dir", str(config),
-                    "--grpc-addr", "127.0.0.1:0",
-                    "--http-addr", "127.0.0.1:0",
-                    "--ready-file", str(ready),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"discovery exited with {proc.returncode}:\n{log_file.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"discovery not ready after 15 s:\n{log_file.read_text()}")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        bootstrap = base / "bootstrap.json"
-        bootstrap.write_text(json.dumps(grpc_bootstrap(info["grpc_address"])))
-        yield Mesh(config, info["grpc_address"], info["http_address"], bootstrap, log_file, v1, v2)
+        with run_discovery(config, base) as info:
+            bootstrap = base / "bootstrap.json"
+            bootstrap.write_text(json.dumps(grpc_bootstrap(info["grpc_address"])))
+            yield Mesh(config, info["grpc_address"], info["http_address"], bootstrap,
+                       base / "discovery.log", v1, v2)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
         v1.stop()
         v2.stop()
 

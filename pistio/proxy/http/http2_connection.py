@@ -6,8 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import h2.config
 import h2.connection
 import h2.exceptions
+
+
+def new_h2_connection(client_side: bool) -> h2.connection.H2Connection:
+    """The h2 state machine both connection ends use: raw bytes headers, and no outbound
+    validation or normalisation (the codecs write well-formed headers themselves)."""
+    return h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    ))
 
 
 class Http2ConnectionBase(asyncio.Protocol):

@@ -55,7 +55,7 @@ from pistio.proxy.http.headers import (
     apply_request_edits,
     reason_phrase,
 )
-from pistio.proxy.http.http2_connection import Http2ConnectionBase
+from pistio.proxy.http.http2_connection import Http2ConnectionBase, new_h2_connection
 from pistio.proxy.http.http2_grpc import is_grpc, trailers_only_reply
 from pistio.proxy.http.local_reply import date_line
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
@@ -526,14 +526,7 @@ class Http2ServerConnection(Http2ConnectionBase):
         self.server_name = options.server_name
         self.server_line = options.server_line
         self.downstream_info: Any = None
-        self.h2c = h2.connection.H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
+        self.h2c = new_h2_connection(client_side=False)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Http2Stream] = {}
         self.closed = False

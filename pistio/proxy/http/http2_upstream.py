@@ -34,7 +34,7 @@ import h2.exceptions
 
 from pistio.proxy.http.flow_control import PEER_WRITE_BLOCKED, WRITE_HIGH_WATER, WRITE_LOW_WATER
 from pistio.proxy.http.headers import HOP_BY_HOP, RESPONSE_DROPPED, Fields
-from pistio.proxy.http.http2_connection import Http2ConnectionBase
+from pistio.proxy.http.http2_connection import Http2ConnectionBase, new_h2_connection
 from pistio.proxy.http.stream_events import UpstreamFailure
 
 if TYPE_CHECKING:
@@ -286,14 +286,7 @@ class Http2ClientConnection(Http2ConnectionBase):
         self.pool = pool
         self.loop = pool.loop
         self.settings = settings
-        self.h2c = h2.connection.H2Connection(
-            h2.config.H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
+        self.h2c = new_h2_connection(client_side=True)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Http2ClientStream] = {}
         self.closed = False

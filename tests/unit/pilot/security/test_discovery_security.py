@@ -5,11 +5,6 @@ JWKS the discovery fetched over HTTP; editing a policy on disk pushes the change
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +15,7 @@ from pistio.pilot.security.proto_validate import validate_message
 from pistio.xds import types as T
 from pistio.xds.any_codec import unpack
 from pistio.xds.client import AdsClient
+from tests.integration.discovery_process import run_discovery
 from tests.unit.pilot.security.jwks_server import JwksServer, jwks_server
 
 PRODUCTPAGE_ID = "sidecar~10.244.0.10~productpage-v1.default~default.svc.cluster.local"
@@ -92,42 +88,8 @@ def discovery(tmp_path: Path, server: JwksServer) -> Iterator[tuple[str, Path]]:
     config = tmp_path / "config"
     config.mkdir()
     write(config / "mesh.yaml", CONFIG.replace("JWKS_URI", server.jwks_uri))
-    ready = tmp_path / "ready.json"
-    log_file = tmp_path / "discovery.log"
-    with log_file.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pistio.cli",
-                "discovery",
-                "--config-dir",
-                str(config),
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--ready-file",
-                str(ready),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"discovery not ready:\n{log_file.read_text()}")
-            time.sleep(0.05)
-        yield json.loads(ready.read_text())["grpc_address"], config
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with run_discovery(config, tmp_path) as info:
+        yield info["grpc_address"], config
 
 
 def virtual_inbound(client: AdsClient) -> listener_pb2.Listener | None:
