@@ -4,8 +4,9 @@ PY     := $(VENV)/bin/python
 PISTIO := $(VENV)/bin/pistio
 SHARED ?= ../shared
 # Debian packages the suite and the local node need (curl runs inside the example pods;
-# setpriv, from util-linux, starts the sidecar as uid 1337).
-DEB_PACKAGES := wrk haproxy iproute2 iptables curl util-linux
+# setpriv, from util-linux, starts the sidecar as uid 1337; the observability tests scrape the
+# mesh with a real Prometheus and drive the dashboard in headless Chromium).
+DEB_PACKAGES := wrk haproxy iproute2 iptables curl util-linux prometheus chromium chromium-driver
 
 .PHONY: demo test lint setup deb clean
 
@@ -32,9 +33,9 @@ test: deb setup lint
 # Bookinfo on the local node, with sidecars; the mesh keeps running until `pistio down`.
 demo: deb setup
 	@echo "== pistio analyze: the examples, as istioctl analyze would"
-	$(PISTIO) analyze examples/bookinfo/ examples/curl/
+	$(PISTIO) analyze examples/bookinfo/ examples/curl/ examples/addons/
 	@echo "== pistio up: the node (bridge, DNS, discovery, supervisor) and the examples"
-	$(PISTIO) up -f examples/bookinfo -f examples/curl
+	$(PISTIO) up -f examples/bookinfo -f examples/curl -f examples/addons
 	$(PISTIO) get pods
 	@echo "== some traffic: the product page, from the curl pod, through both sidecars"
 	@for i in 1 2 3 4 5 6; do \
@@ -48,6 +49,9 @@ demo: deb setup
 	@echo "      -f $(SHARED)/conformance/istio-samples/bookinfo-networking/virtual-service-all-v1.yaml    # Istio's tasks: docs/bookinfo.md"
 	@echo "  $(PISTIO) proxy-config routes deploy/productpage-v1                   # what a sidecar was sent"
 	@echo "  $(PISTIO) logs deploy/reviews-v2 -c istio-proxy                     # a sidecar's log"
+	@echo "  $(PISTIO) exec deploy/productpage-v1 -- curl -s 127.0.0.1:15020/stats/prometheus   # Istio's metrics"
+	@echo "  $(PISTIO) dashboard                                                 # the service graph on http://127.0.0.1:20001"
+	@echo "  $(PISTIO) exec deploy/curl -- curl -s 'zipkin.istio-system:9411/api/v2/traces?limit=1'   # a trace"
 	@echo "  $(PISTIO) down                                                      # remove it all"
 
 clean:

@@ -23,7 +23,14 @@ HTTP/1.1 keep-alive:
 4. pistio x2 mTLS: the same through ``server.bench.svc.cluster.local``, where auto mTLS makes
    the sidecar-to-sidecar hop mutual TLS (checked on the server sidecar's TLS counters);
 5. haproxy x2 TLS: haproxy A → B over mutual TLS (ECDSA P-256 certificates from a throw-away
-   CA, verified both ways), the rest as in 3.
+   CA, verified both ways), the rest as in 3;
+6. pistio x2 plaintext +telemetry: path 2 with Istio's default telemetry in force: the
+   standard metrics with peer metadata exchange on both sidecars, and tracing to the Zipkin
+   addon (examples/addons/zipkin.yaml) at Istio's default 1% sampling.
+
+Paths 2 and 4 run with telemetry off (a Telemetry in the ``bench`` namespace disables the
+metrics and span reporting), so that both proxies do the same job as HAProxy; deleting that
+Telemetry gives path 6, and its ratio to path 2 is the price of telemetry.
 
 One core per proxy: the client-side sidecar (worker and agent, every thread, ``taskset -a -p``)
 and haproxy A on the first core, the server-side ones on the second; wrk and the servers are
@@ -76,6 +83,7 @@ from dataplane import (  # noqa: E402  (bench/ is not a package)
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+ZIPKIN_ADDON = ROOT / "examples" / "addons" / "zipkin.yaml"
 PYTHON = sys.executable
 MESH_NS = "bench"
 PLAIN_NS = "bench-plain"
@@ -135,6 +143,24 @@ spec:
   trafficPolicy:
     tls:
       mode: DISABLE
+"""
+
+# Telemetry off in the mesh namespace: no stats filters, no span reporting (Istio's Telemetry
+# API; deleting it restores the mesh defaults for the +telemetry path).
+TELEMETRY_OFF = """\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: telemetry-off
+  namespace: {ns}
+spec:
+  metrics:
+  - providers:
+    - name: prometheus
+    overrides:
+    - disabled: true
+  tracing:
+  - disableSpanReporting: true
 """
 
 # Per namespace: the upstream server's Deployment and a client pod that sleeps.
@@ -400,6 +426,14 @@ def proxy_stats(netns: str) -> dict[str, int]:
     return stats
 
 
+def istio_requests(netns: str) -> int:
+    """The sidecar's istio_requests_total, all series summed (0: no stats filter)."""
+    done = run(in_pod(netns, "curl", "-sS", "--max-time", "5",
+                      "http://127.0.0.1:15000/stats/prometheus"), timeout=15)
+    return int(sum(float(line.rpartition(" ")[2]) for line in done.stdout.splitlines()
+                   if line.startswith("istio_requests_total{")))
+
+
 def tls_counts(netns: str) -> tuple[int, int]:
     """(TLS handshakes, connections the TLS inspector found plaintext) on a sidecar."""
     stats = proxy_stats(netns)
@@ -602,6 +636,21 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
         ]
         print("- issue 5 aims: " + "; ".join(f"{g}: {'met' if ok else 'NOT met'}"
                                              for g, ok in goals))
+    telemetry = by_name.get("pistio x2 plaintext +telemetry")
+    plain = next((r for r in results if r.name.startswith("pistio") and r.kind == "plaintext"),
+                 None)
+    if telemetry is not None and plain is not None:
+        cpu_t, rss_t = _per_proxy(telemetry)
+        cpu_0, rss_0 = _per_proxy(plain)
+        p90_t = telemetry.paced.p90_ms - direct.paced.p90_ms
+        p90_0 = plain.paced.p90_ms - direct.paced.p90_ms
+        print(f"\n{telemetry.name} vs {plain.name} (telemetry on / off):\n")
+        print(f"- throughput {telemetry.load.rps / plain.load.rps:.2f} "
+              f"({telemetry.load.rps:.0f} vs {plain.load.rps:.0f} rps)")
+        print(f"- CPU s per 1000 requests per proxy {cpu_t / cpu_0:.2f}x "
+              f"({cpu_t:.4f} vs {cpu_0:.4f})")
+        print(f"- added p90 at {FIXED_RATE} rps: {p90_t:.3f} vs {p90_0:.3f} ms; "
+              f"RSS MB per proxy {rss_t:.1f} vs {rss_0:.1f}")
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -618,6 +667,7 @@ def write_manifests(directory: Path) -> None:
             docs += [SERVICE.format(name="server-plaintext", ns=ns, port=SERVER_PORT),
                      PLAINTEXT_RULE.format(ns=ns)]
         (directory / f"10-{ns}.yaml").write_text("---\n".join(docs))
+    (directory / "20-telemetry-off.yaml").write_text(TELEMETRY_OFF.format(ns=MESH_NS))
 
 
 def measure_pistio(kind: str, mesh: dict[str, Pod], sidecars: list[Proxy],
@@ -642,6 +692,32 @@ def measure_pistio(kind: str, mesh: dict[str, Pod], sidecars: list[Proxy],
             result.name, result.kind = "pistio x2 default", "plaintext?"
             result.note = (f"no TLS handshake on the server sidecar ({plaintext} plaintext "
                            "connections): auto mTLS is not in effect")
+    return result
+
+
+def measure_with_telemetry(node: PrivateNode, manifests: Path, mesh: dict[str, Pod],
+                           sidecars: list[Proxy], args: argparse.Namespace,
+                           paced: str) -> PathResult:
+    """Path 2 again once the telemetry-off Telemetry is deleted (the mesh defaults: metrics,
+    peer metadata exchange, tracing at 1% to Zipkin), checked on the server sidecar."""
+    node.pistio("delete", "-f", str(manifests / "20-telemetry-off.yaml"), timeout=60)
+    url = f"http://server-plaintext.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"
+    deadline = time.monotonic() + 30
+    while True:  # the listener update reaches both sidecars within a push
+        check_path(mesh["client"].netns, url, through_sidecars=True)
+        if istio_requests(mesh["server"].netns) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    before = istio_requests(mesh["server"].netns)
+    if not before:
+        raise RuntimeError("+telemetry: no istio_requests_total on the server sidecar")
+    result = measure("pistio x2 plaintext +telemetry", mesh["client"].netns, url, sidecars,
+                     args, paced)
+    result.kind = "telemetry"
+    counted = istio_requests(mesh["server"].netns) - before
+    if counted < result.load.requests:
+        raise RuntimeError(f"+telemetry: the server sidecar counted {counted} of "
+                           f"{result.load.requests} requests")
     return result
 
 
@@ -716,8 +792,8 @@ def main() -> int:
     try:
         print(f"starting node {node.name} ({node.env['PISTIO_POD_CIDR']}, state {node.state_dir})",
               file=sys.stderr, flush=True)
-        node.pistio("up", "-f", str(manifests), "--timeout", str(args.up_timeout),
-                    timeout=args.up_timeout + 60)
+        node.pistio("up", "-f", str(manifests), "-f", str(ZIPKIN_ADDON),
+                    "--timeout", str(args.up_timeout), timeout=args.up_timeout + 60)
         mesh, plain = pods(node, MESH_NS), pods(node, PLAIN_NS)
         sidecars = [sidecar(mesh["client"].netns, "sidecar-A", args.core_a),
                     sidecar(mesh["server"].netns, "sidecar-B", args.core_b)]
@@ -736,6 +812,10 @@ def main() -> int:
             results.append(measure(f"haproxy x2 {kind}", plain["client"].netns, url, proxies,
                                    args, str(paced)))
             results[-1].kind = kind
+        if istio_requests(mesh["server"].netns):
+            raise RuntimeError("telemetry-off: the server sidecar still counts Istio metrics")
+        results.append(measure_with_telemetry(node, manifests, mesh, sidecars, args,
+                                              str(paced)))
 
         if args.profile:
             mesh_url = f"http://server.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"

@@ -15,7 +15,8 @@ inside the pod, as Istio's status server does:
 - TCP: 200 when the connection opens, else 500;
 - a path without a prober: 400 ``app prober config does not exists for <path>``.
 
-``/healthz/ready`` answers the proxy's readiness here too (Istio serves it on both ports).
+``/healthz/ready`` answers the proxy's readiness here too (Istio serves it on both ports), and
+``/stats/prometheus`` the merged metrics (``pistio.agent.metrics_merge``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,17 +145,22 @@ class AppHealthServer:
     """The status port: ``/app-health/...``, ``/app-lifecycle/...`` and ``/healthz/ready``."""
 
     def __init__(self, probers: Mapping[str, AppProber] | str | None, *,
-                 pod_ip: str | None = None, readiness: Readiness | None = None) -> None:
+                 pod_ip: str | None = None, readiness: Readiness | None = None,
+                 metrics: Callable[[Request], Awaitable[Response]] | None = None) -> None:
         self.probers = (parse_app_probers(probers) if probers is None or isinstance(probers, str)
                         else dict(probers))
         self.destination = pod_ip or "127.0.0.1"
         self._readiness = readiness
+        # ``/stats/prometheus``: the merged metrics (pistio.agent.metrics_merge).
+        self._metrics = metrics
         self._http = HttpServer(self._route)
         self._port = 0
 
     def _route(self, request: Request) -> Response | Any:
         if request.path == "/healthz/ready":
             return self._ready()
+        if request.path == "/stats/prometheus" and self._metrics is not None:
+            return self._metrics(request)
         if request.path.startswith(("/app-health/", "/app-lifecycle/")):
             return self._app_probe(request)
         return Response(404, "Not Found\n")

@@ -753,7 +753,9 @@ def _default_mesh_dict() -> dict[str, Any]:
         "dnsRefreshRate": "60s",
         "serviceSettings": [],
         "enablePrometheusMerge": True,
-        "defaultProviders": {},
+        # What Istio's installation puts in the istio ConfigMap (telemetry.v2.prometheus):
+        # standard metrics on every proxy unless a Telemetry says otherwise.
+        "defaultProviders": {"metrics": ["prometheus"]},
         "extensionProviders": [
             {"name": "prometheus", "prometheus": {}},
             {"name": "stackdriver", "stackdriver": {}},

@@ -27,6 +27,8 @@ COMMANDS = {
     "exec": "pistio.cli.exec_cmd:exec_",
     "logs": "pistio.cli.exec_cmd:logs",
     "down": "pistio.cli.up_cmd:down",
+    # Observability: the Kiali-like service graph and proxy list (docs/observability.md).
+    "dashboard": "pistio.cli.dashboard_cmd:dashboard",
 }
 
 

@@ -115,6 +115,16 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     # Workers inherit the environment: each serves its stats on a socket in this directory.
     stats_dir = tempfile.mkdtemp(prefix="pistio-proxy-stats-")
     os.environ[STATS_DIR_ENV] = stats_dir
+    # ... and know their node (Istio's peer metadata and stats labels).
+    from pistio.proxy.telemetry.peer_metadata import NODE_METADATA_ENV, node_metadata_env
+
+    os.environ[NODE_METADATA_ENV] = node_metadata_env(identity.node_id, identity.metadata())
+    # ... and read the node's identity for span tags and the tracer's service name.
+    from pistio.proxy.tracing.node import node_environment
+
+    os.environ.update(node_environment(
+        identity.node_id, identity.service_cluster, identity.locality[1],
+        identity.ip_addresses[0] if identity.ip_addresses else ""))
     feed = WorkerFeed(manager, concurrency, log_level=log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,8 +142,10 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     prometheus = PrometheusServer(admin)
     readiness = proxy_readiness(lambda: manager.initialized, state)
     health = HealthServer(readiness)
+    merger = _metrics_merger(admin)
     status = AppHealthServer(app_probers or {}, readiness=readiness,
-                             pod_ip=identity.ip_addresses[0] if identity.ip_addresses else None)
+                             pod_ip=identity.ip_addresses[0] if identity.ip_addresses else None,
+                             metrics=merger.handle)
     log.info("pistio proxy %s starting: node %s, discovery %s, %d worker(s)",
              identity.node_type, identity.node_id, target, concurrency)
     started: list = []
@@ -174,6 +186,27 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         shutil.rmtree(stats_dir, ignore_errors=True)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+
+
+def _metrics_merger(admin):  # type: ignore[no-untyped-def]
+    """15020 ``/stats/prometheus``: agent + proxy + the app's metrics (Istio's merge)."""
+    from pistio.agent.metrics_merge import (
+        PROMETHEUS_ANNOTATIONS_ENV,
+        MetricsMerger,
+        parse_prometheus_annotations,
+    )
+    from pistio.proxy.stats.prometheus import render_prometheus
+
+    try:
+        app = parse_prometheus_annotations(os.environ.get(PROMETHEUS_ANNOTATIONS_ENV))
+    except ValueError as exc:
+        log.error("%s: %s; application metrics are not merged", PROMETHEUS_ANNOTATIONS_ENV, exc)
+        app = None
+
+    async def proxy_metrics() -> str:
+        return render_prometheus(await admin.snapshot())
+
+    return MetricsMerger(proxy_metrics, app)
 
 
 @click.command()

@@ -35,6 +35,7 @@ from pistio.node.pods.env import container_argv, container_env
 from pistio.node.pods.inject import inject, injection_wanted
 from pistio.node.pods.probes import Probe
 from pistio.node.pods.supervisor import ContainerRun, PodStatus, Supervisor
+from pistio.node.prometheus_targets import pod_targets, write_targets
 from pistio.node.services import PodView, dns_records, nat_entries
 from pistio.node.store import Store, StoredObject
 from pistio.node.tokens import PodTokens
@@ -318,6 +319,9 @@ class Controller:
         changed = await asyncio.to_thread(self.feed.publish, objects)
         if changed:
             log.debug("published %d change(s) to the discovery", changed)
+        await asyncio.to_thread(write_targets, self.config.state_dir, pod_targets(
+            (r.manifest, r.ip, (st := self.status_of(r)) is not None and st.phase == "Running")
+            for r in self.pods.values()))
         entries = tuple(nat_entries(services, views))
         for record in list(self.pods.values()):
             if record.injected or self._nat_applied.get(record.netns) == entries:

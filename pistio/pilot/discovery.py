@@ -13,7 +13,10 @@ Istio's ``pilot/pkg/bootstrap`` wiring, for a config directory:
 - a config change is a full push; a registry change that touches endpoints only is an
   EDS-only push, sent only to proxies that can see one of the changed services;
 - a Kubernetes ``Secret`` change regenerates SDS only (``kubernetes://`` credentials, see
-  :mod:`pistio.pilot.generators.sds`), for the proxies of the Secret's namespace.
+  :mod:`pistio.pilot.generators.sds`), for the proxies of the Secret's namespace;
+- the mesh config is the ``--mesh`` file when given, else (as istiod without one) the
+  ``mesh`` key of the ``istio`` ConfigMap in istiod's namespace, applied over Istio's
+  defaults; an invalid one is logged and the last good one stays; a change is a full push.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ REGISTRY_KINDS: frozenset[tuple[str, str]] = frozenset(
 NAMESPACE_SCOPED_KINDS = frozenset({"Sidecar", "EnvoyFilter"})
 
 CONTROL_PLANE_ID = "pistiod"
+# istiod reads its mesh config from this ConfigMap in its own namespace.
+MESH_CONFIG_MAP = "istio"
+DEFAULT_MESH_NAMESPACE = "istio-system"
 
 
 def is_mesh_config(res: Resource) -> bool:
@@ -160,8 +166,16 @@ class Discovery:
         watch_interval: float = 0.5,
         generators: dict[str, Generator] | None = None,
         ca_options: CaOptions | None = None,
+        mesh_namespace: str = DEFAULT_MESH_NAMESPACE,
     ) -> None:
         self.store = ConfigStore(config_dir)
+        # Without a file or an explicit mesh config, the istio ConfigMap is the source.
+        self.mesh_config_map = (
+            StoreKey("", "ConfigMap", mesh_namespace, MESH_CONFIG_MAP)
+            if mesh_file is None and mesh is None
+            else None
+        )
+        self._mesh_text: str | None = None  # the ConfigMap's mesh text last looked at
         self.registry = AggregateRegistry()
         self.mesh_file = Path(mesh_file) if mesh_file else None
         self.mesh = mesh or default_mesh_config()
@@ -205,6 +219,7 @@ class Discovery:
                 raise ValueError(f"invalid mesh config {self.mesh_file}")
             self.mesh = mesh
         self.store.reload()
+        self._read_mesh_config_map()
         self._sync_registries()
         self._sync_credentials()
         log.info(
@@ -284,6 +299,8 @@ class Discovery:
         """Store keys changed: refresh the registries, push config changes in full."""
         changed = list(changed)
         log.info("config: %d resource(s) changed: %s", len(changed), _summary(changed))
+        if self.mesh_config_map in changed and self._read_mesh_config_map():
+            self._mesh_changed()
         if any((k.group, k.kind) in REGISTRY_KINDS for k in changed):
             self._sync_registries()
         secrets = frozenset(
@@ -341,6 +358,42 @@ class Discovery:
             return
         self.mesh = mesh
         log.info("mesh config: reloaded %s", self.mesh_file)
+        self._mesh_changed()
+
+    def _read_mesh_config_map(self) -> bool:
+        """Apply the ``istio`` ConfigMap's ``mesh`` over Istio's defaults; True when the mesh
+        config changed. No ConfigMap (or no ``mesh`` key) means the defaults; an invalid
+        one is logged and the current mesh config stays."""
+        key = self.mesh_config_map
+        if key is None:
+            return False
+        res = self.store.get(key)
+        data = getattr(res.obj, "data", {}) if res is not None else {}
+        text = data.get("mesh") or ""
+        if text == self._mesh_text:
+            return False
+        self._mesh_text = text
+        if not text.strip():
+            mesh: MeshConfig | None = default_mesh_config()
+        else:
+            # A newline keeps a one-line value from being taken for a file name.
+            mesh, issues = load_mesh_config(text if "\n" in text else text + "\n")
+            where = f"ConfigMap {key.namespace}/{key.name} data.mesh"
+            for issue in issues:
+                level = logging.ERROR if issue.level == "error" else logging.WARNING
+                log.log(level, "mesh config: %s: %s", where, issue)
+            if mesh is None:
+                log.error("mesh config: %s rejected; the previous mesh config stays", where)
+                return False
+        assert mesh is not None
+        if mesh == self.mesh:
+            return False
+        self.mesh = mesh
+        log.info("mesh config: applied ConfigMap %s/%s", key.namespace, key.name)
+        return True
+
+    def _mesh_changed(self) -> None:
+        """A new mesh config reaches every proxy (Istio: a global full push)."""
         self._sync_registries()  # the trust domain names endpoint identities
         self.server.config_update(
             PushRequest(

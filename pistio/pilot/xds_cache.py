@@ -33,6 +33,7 @@ from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext, labels_match
 from pistio.pilot.model.service import Resolution
 from pistio.pilot.networking.endpoint_builder import proxy_locality
+from pistio.pilot.telemetry.tracing import tracing_identity
 
 T = TypeVar("T")
 
@@ -186,6 +187,8 @@ def proxy_scope(ctx: PushContext, proxy: Proxy) -> tuple[Hashable, ...]:
         source,
         tuple(sorted(labels.items())) if index.labels_in_full else None,
         own_ip if own_ip in index.headless_ips else "",
+        # Span tags name the workload (canonical service, revision): only when tracing is on.
+        tracing_identity(ctx, proxy),
     )
 
 

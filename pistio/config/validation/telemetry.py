@@ -116,10 +116,24 @@ _CLOSING = {")": "(", "]": "[", "}": "{"}
 
 
 def check_cel_syntax(expr: str) -> str | None:
-    """A shallow syntax check of a CEL expression: not empty, strings closed, brackets balanced.
+    """Why a CEL expression is invalid, or None: the common slips in the parser's words, then
+    the proxy's own CEL compiler (when installed), so what is accepted here compiles there."""
+    shallow = _shallow_cel_check(expr)
+    if shallow is not None:
+        return shallow
+    try:
+        from pistio.proxy.cel import CelError, compile_expression
+    except ImportError:  # no CEL library: the proxy NACKs what does not compile
+        return None
+    try:
+        compile_expression(expr)
+    except CelError as err:
+        return str(err)
+    return None
 
-    Full CEL parsing comes with the access-log implementation; this catches the common slips.
-    """
+
+def _shallow_cel_check(expr: str) -> str | None:
+    """A shallow syntax check: not empty, strings closed, brackets balanced."""
     if not expr.strip():
         return "ERROR: <input>:1:1: Syntax error: mismatched input '<EOF>'"
     stack: list[tuple[str, int]] = []

@@ -21,7 +21,9 @@ The decision is what a cluster gets from Istio's four mutating webhooks (default
 The injected pod mirrors Istio's template where it matters here: an ``istio-proxy`` container
 (uid/gid 1337, readiness ``:15021/healthz/ready``, Istio's env), app probes rewritten to the
 agent's status port with the originals in ``ISTIO_KUBE_APP_PROBERS``, the
-``sidecar.istio.io/status`` annotation and Istio's injected labels. There is no
+``sidecar.istio.io/status`` annotation, Istio's injected labels and Istio's metrics merge
+(the pod's ``prometheus.io/*`` annotations point at the agent's 15020, the app's originals go
+to ``ISTIO_PROMETHEUS_ANNOTATIONS``). There is no
 ``istio-init`` container: the node applies the capture itself, as Istio CNI would.
 """
 
@@ -53,6 +55,9 @@ STATUS_ANNOTATION = "sidecar.istio.io/status"
 REWRITE_PROBES_ANNOTATION = "sidecar.istio.io/rewriteAppHTTPProbers"
 STATUS_PORT_ANNOTATION = "status.sidecar.istio.io/port"
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+MERGE_METRICS_ANNOTATION = "prometheus.istio.io/merge-metrics"
+PROM_SCRAPE, PROM_PORT, PROM_PATH = "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"
+PROMETHEUS_ANNOTATIONS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public"})
 _YES = frozenset({"y", "yes", "true", "on"})
 _PROBES = (("readinessProbe", "readyz"), ("livenessProbe", "livez"),
@@ -230,8 +235,11 @@ def _proxy_metadata(config: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _workload_name(meta: Mapping[str, Any]) -> str:
     """The Deployment's name when the pod came from one (generateName minus the template
-    hash), else the pod's name."""
+    hash, or the local node's owner annotation), else the pod's name."""
     labels = meta.get("labels") or {}
+    kind, _, owner = str((meta.get("annotations") or {}).get("pistio.io/owner", "")).partition("/")
+    if kind == "Deployment" and owner:  # the node names pods itself, without generateName
+        return owner
     generate = str(meta.get("generateName") or "").rstrip("-")
     if generate:
         template_hash = labels.get("pod-template-hash")
@@ -245,9 +253,34 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def _apply_prometheus_merge(annotations: dict[str, Any], env: list[dict[str, Any]],
+                            status_port: int, mesh_default: bool) -> None:
+    """Istio's metrics merge: unless the pod opted out (``prometheus.io/scrape: "false"``,
+    or ``prometheus.istio.io/merge-metrics: "false"``, or meshConfig.enablePrometheusMerge
+    false), the app's ``prometheus.io/{scrape,port,path}`` go to the agent in
+    ``ISTIO_PROMETHEUS_ANNOTATIONS`` and the pod is scraped on the status port instead."""
+    if str(annotations.get(PROM_SCRAPE, "")).lower() == "false":
+        return
+    merge = _parse_bool(str(annotations.get(MERGE_METRICS_ANNOTATION, "")))
+    if not (mesh_default if merge is None else merge):
+        return
+    target = str(status_port)
+    if str(annotations.get(PROM_PORT, "")) == target:
+        return  # already pointing at the agent (re-injection, or the user's choice)
+    original = {"scrape": str(annotations.get(PROM_SCRAPE, "")),
+                "port": str(annotations.get(PROM_PORT, "")),
+                "path": str(annotations.get(PROM_PATH, ""))}
+    env.append({"name": PROMETHEUS_ANNOTATIONS_ENV,
+                "value": json.dumps(original, separators=(",", ":"))})
+    annotations[PROM_PORT] = target
+    annotations[PROM_PATH] = "/stats/prometheus"
+    annotations[PROM_SCRAPE] = "true"
+
+
 def inject(pod: Mapping[str, Any], *, discovery_address: str,
            proxy_argv_prefix: Sequence[str], ca_address: str | None = None,
-           ca_root_cert: str | None = None, token_file: str | None = None) -> dict[str, Any]:
+           ca_root_cert: str | None = None, token_file: str | None = None,
+           enable_prometheus_merge: bool = True) -> dict[str, Any]:
     """A deep copy of ``pod`` with Istio's sidecar (see the module doc). An already injected
     pod comes back unchanged. :class:`ValueError` on a malformed proxy annotation.
 
@@ -338,9 +371,7 @@ def inject(pod: Mapping[str, Any], *, discovery_address: str,
     if app_names:
         annotations.setdefault("kubectl.kubernetes.io/default-container", app_names[0])
         annotations.setdefault("kubectl.kubernetes.io/default-logs-container", app_names[0])
-    annotations.setdefault("prometheus.io/port", str(STATUS_PORT))
-    annotations.setdefault("prometheus.io/path", "/stats/prometheus")
-    annotations.setdefault("prometheus.io/scrape", "true")
+    _apply_prometheus_merge(annotations, env, status_port, enable_prometheus_merge)
     # Go's encoding of Istio's SidecarInjectionStatus; no init container, no volumes here.
     annotations[STATUS_ANNOTATION] = json.dumps({
         "initContainers": None, "containers": [PROXY_CONTAINER], "volumes": None,

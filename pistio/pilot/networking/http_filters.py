@@ -5,7 +5,9 @@ Istio's filter order is: metadata exchange, CUSTOM authz, authn (JWT, peer), aut
 gRPC-Web, gRPC stats, ALPN, fault, CORS, telemetry (stats), router. The fault and CORS
 filters are always present because routes configure them per route
 (``typed_per_filter_config``). Security filters come from :mod:`pistio.pilot.security`
-(inbound only, as Istio); telemetry filters through ``telemetry_filters`` (empty for now).
+(inbound only, as Istio); Istio's peer metadata exchange filter comes first and its stats
+filters (``telemetry_filters``) just before the router; access logs and tracing come from the
+Telemetry API and mesh config (:mod:`pistio.pilot.telemetry`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pistio.config.protocol import Protocol
 from pistio.pilot.model.proxy import Proxy
 from pistio.pilot.model.push_context import PushContext
 from pistio.pilot.security.filters import inbound_http_filters
+from pistio.pilot.telemetry.access_logs import access_logs
+from pistio.pilot.telemetry.metrics import http_stats_filters, metadata_exchange_filter
+from pistio.pilot.telemetry.tracing import hcm_tracing
 from pistio.xds.any_codec import pack
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -89,15 +94,18 @@ def security_filters(
 def telemetry_filters(
     push: PushContext, proxy: Proxy, listener_class: ListenerClass
 ) -> list[hcm_pb2.HttpFilter]:
-    """TODO(telemetry): Istio's stats filter goes here, after fault and CORS."""
-    return []
+    """Istio's ``istio.stats`` filters (one per Prometheus provider in scope; none when the
+    proxy's metrics are disabled on this side), after fault and CORS."""
+    return http_stats_filters(push, proxy, listener_class is ListenerClass.SIDECAR_INBOUND)
 
 
 def http_filters(
     push: PushContext, proxy: Proxy, listener_class: ListenerClass, protocol: Protocol
 ) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filter chain of one connection manager; the router is always last."""
-    filters = list(security_filters(push, proxy, listener_class))
+    """The HTTP filter chain of one connection manager: metadata exchange first (before
+    RBAC, which may read the peer), the router last."""
+    filters = [metadata_exchange_filter(listener_class is ListenerClass.SIDECAR_INBOUND)]
+    filters += security_filters(push, proxy, listener_class)
     if protocol is Protocol.GRPC_WEB:
         filters.append(grpc_web_filter())
     filters += [fault_filter(), cors_filter()]
@@ -146,11 +154,17 @@ def build_http_connection_manager(
         if opts.protocol.is_http2:
             hcm.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
     hcm.http_filters.extend(http_filters(push, proxy, opts.listener_class, opts.protocol))
+    inbound = opts.listener_class is ListenerClass.SIDECAR_INBOUND
+    hcm.access_log.extend(access_logs(push, proxy, inbound))
+    tracing = hcm_tracing(push, proxy, inbound)
+    if tracing.tracing is not None:
+        hcm.tracing.CopyFrom(tracing.tracing)
     uuid = uuid_pb2.UuidRequestIdConfig(
-        use_request_id_for_trace_sampling=wrappers_pb2.BoolValue(value=True)
+        use_request_id_for_trace_sampling=wrappers_pb2.BoolValue(
+            value=tracing.use_request_id_for_trace_sampling
+        )
     )
     hcm.request_id_extension.typed_config.CopyFrom(pack(uuid))
-    # TODO(telemetry): tracing and access logs (Telemetry API, mesh defaults).
     return hcm
 
 

@@ -23,6 +23,7 @@ from pistio.pilot.networking.listener_outbound import (
     passthrough_filters,
 )
 from pistio.pilot.networking.route_clusters import BLACKHOLE_CLUSTER
+from pistio.pilot.telemetry.access_logs import listener_access_logs
 
 VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_OUTBOUND_BLACKHOLE = "virtualOutbound-blackhole"
@@ -57,4 +58,5 @@ def build_virtual_outbound_listener(push: PushContext, proxy: Proxy) -> listener
         traffic_direction=base_pb2.OUTBOUND,
     )
     out.use_original_dst.value = True
+    out.access_log.extend(listener_access_logs(push, proxy, False))
     return out

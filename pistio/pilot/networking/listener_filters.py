@@ -8,6 +8,9 @@ HTTP and TCP filter chains (protocol sniffing).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
@@ -46,10 +49,13 @@ def http_inspector_filter() -> lc.ListenerFilter:
 
 
 def tcp_proxy_filter(
-    stat_prefix: str, cluster: str = "", weighted: list[tuple[str, int]] | None = None
+    stat_prefix: str,
+    cluster: str = "",
+    weighted: list[tuple[str, int]] | None = None,
+    access_log: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> lc.Filter:
     """A terminal ``tcp_proxy`` to one cluster, or to weighted clusters."""
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=access_log)
     if weighted:
         for name, weight in weighted:
             proxy.weighted_clusters.clusters.add(name=name, weight=weight)

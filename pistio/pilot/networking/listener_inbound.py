@@ -64,6 +64,8 @@ from pistio.pilot.security.peer_authn import (
     mtls_settings,
     peer_authentication_for,
 )
+from pistio.pilot.telemetry.access_logs import listener_access_logs
+from pistio.pilot.telemetry.network import tcp_proxy_stack
 from pistio.xds.any_codec import pack
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -166,6 +168,7 @@ def build_virtual_inbound_listener(push: PushContext, proxy: Proxy) -> listener_
         filter_chains=chains,
     )
     out.listener_filters.extend(inbound_listener_filters(chains))
+    out.access_log.extend(listener_access_logs(push, proxy, True))
     timeout = push.mesh.protocol_detection_timeout
     seconds = timeout.seconds if timeout else 0.0
     out.listener_filters_timeout.CopyFrom(
@@ -224,14 +227,16 @@ def _http_filters(push: PushContext, proxy: Proxy, cc: InboundChainConfig) -> li
             route_config=route,
         ),
     )
-    # TODO(telemetry): metadata exchange and WASM network filters go before the HCM.
     return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
 
 
 def _tcp_filters(push: PushContext, proxy: Proxy, cc: InboundChainConfig) -> list[lc.Filter]:
-    """CUSTOM authz and RBAC network filters (Istio's buildCompleteNetworkFilters), then
-    the tcp_proxy."""
-    return [*inbound_tcp_filters(push, proxy), tcp_proxy_filter(cc.cluster, cc.cluster)]
+    """CUSTOM authz and RBAC network filters (Istio's buildCompleteNetworkFilters), the
+    stats filter, then the tcp_proxy with its access logs."""
+    return [
+        *inbound_tcp_filters(push, proxy),
+        *tcp_proxy_stack(push, proxy, True, cc.cluster, cc.cluster),
+    ]
 
 
 def _blackhole_chain(listen_port: int) -> lc.FilterChain:

@@ -46,7 +46,6 @@ from pistio.pilot.networking.listener_filters import (
     RAW_BUFFER,
     http_inspector_filter,
     socket_address,
-    tcp_proxy_filter,
     tls_inspector_filter,
 )
 from pistio.pilot.networking.route_clusters import (
@@ -55,6 +54,8 @@ from pistio.pilot.networking.route_clusters import (
     outbound_cluster,
 )
 from pistio.pilot.networking.route_translation import config_metadata, resolve_gateway_name
+from pistio.pilot.telemetry.access_logs import listener_access_logs
+from pistio.pilot.telemetry.network import tcp_proxy_stack
 from pistio.xds.any_codec import pack
 
 WILDCARD = UNSPECIFIED_IP
@@ -280,7 +281,7 @@ def _tcp_chains(
                 out.append(_route_chain(push, proxy, vs, tcp.route, port, subnets))
                 if sorted(subnets) == sorted(cidrs):
                     return out
-    out.append(_default_chain(svc, port, cidrs))
+    out.append(_default_chain(push, proxy, svc, port, cidrs))
     return out
 
 
@@ -310,7 +311,7 @@ def _tls_chains(
                 out.append(chain)
     if out:
         return out
-    chain = _default_chain(svc, port, cidrs)
+    chain = _default_chain(push, proxy, svc, port, cidrs)
     address = "" if "/" in svc.vip else svc.vip
     if cidrs or not address or (address == WILDCARD and bind == WILDCARD):
         chain.sni_hosts = [svc.hostname]  # no VIP to tell services apart: match by SNI
@@ -330,11 +331,14 @@ def _static_l4_match(
     return gateways_ok and labels_ok and port_ok and ns_ok
 
 
-def _default_chain(svc: Service, port: ServicePort, cidrs: list[str]) -> ChainOptions:
+def _default_chain(
+    push: PushContext, proxy: Proxy, svc: Service, port: ServicePort, cidrs: list[str]
+) -> ChainOptions:
     target = svc.ports[0].port if len(svc.ports) == 1 else port.port
     cluster = outbound_cluster(svc.hostname, target)
     return ChainOptions(
-        destination_cidrs=list(cidrs), network_filters=[tcp_proxy_filter(cluster, cluster)]
+        destination_cidrs=list(cidrs),
+        network_filters=tcp_proxy_stack(push, proxy, False, cluster, cluster),
     )
 
 
@@ -356,10 +360,11 @@ def _route_chain(
         resolved.append((route, destination_cluster(dest, svc, port.port, host)))
     if len(resolved) == 1:
         cluster = resolved[0][1]
-        filters = [tcp_proxy_filter(cluster, cluster)]
+        filters = tcp_proxy_stack(push, proxy, False, cluster, cluster)
     else:
         weighted = [(name, r.weight) for r, name in resolved if r.weight > 0]
-        filters = [tcp_proxy_filter(f"{vs.name}.{vs.namespace}", weighted=weighted)]
+        filters = tcp_proxy_stack(push, proxy, False, f"{vs.name}.{vs.namespace}",
+                                  weighted=weighted)
     return ChainOptions(
         destination_cidrs=list(cidrs), network_filters=filters, metadata=config_metadata(vs)
     )
@@ -367,9 +372,10 @@ def _route_chain(
 
 def passthrough_filters(push: PushContext, proxy: Proxy) -> list[lc.Filter]:
     """Istio's ``buildOutboundCatchAllNetworkFiltersOnly``: unknown destinations go to the
-    egress cluster (PassthroughCluster, or BlackHoleCluster under REGISTRY_ONLY)."""
+    egress cluster (PassthroughCluster, or BlackHoleCluster under REGISTRY_ONLY), with the
+    stats filter and access logs."""
     cluster = egress_cluster(push, proxy)
-    return [tcp_proxy_filter(cluster, cluster)]
+    return tcp_proxy_stack(push, proxy, False, cluster, cluster)
 
 
 def _listener_from_entry(push: PushContext, proxy: Proxy, entry: _Entry) -> listener_pb2.Listener:
@@ -381,6 +387,7 @@ def _listener_from_entry(push: PushContext, proxy: Proxy, entry: _Entry) -> list
         continue_on_listener_filters_timeout=True,
     )
     out.bind_to_port.value = False
+    out.access_log.extend(listener_access_logs(push, proxy, False))
     need_tls = any(c.sni_hosts for c in entry.chains)
     need_http = any(c.application_protocols for c in entry.chains)
     # Istio adds the TLS inspector whenever it sniffs HTTP: an ALPN match without it would

@@ -107,6 +107,38 @@ def _truncate(max_length: int | None) -> Callable[[Any], Any]:
     return lambda v: v[:max_length] if v.__class__ is str else v
 
 
+class ProxiedResponseHeaders:
+    """The headers a proxied response went downstream with, as ``%RESP(...)%`` and CEL's
+    ``response.headers`` read them: the upstream's fields after the encoder filters, plus the
+    ``x-envoy-upstream-service-time`` the codec adds when it writes them. Built once per
+    proxied response; looked up only when a log line or an expression asks."""
+
+    __slots__ = ("fields", "service_time_ms")
+
+    def __init__(self, fields: Sequence[tuple[bytes, bytes]], service_time_ms: int) -> None:
+        self.fields = fields
+        self.service_time_ms = service_time_ms
+
+    def get(self, lower_name: bytes) -> bytes | None:
+        if lower_name == b"x-envoy-upstream-service-time":
+            return b"%d" % self.service_time_ms
+        found = None
+        for name, value in self.fields:
+            if name.lower() == lower_name:
+                found = value if found is None else found + b"," + value
+        return found
+
+    @property
+    def index(self) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for name, _ in self.fields:
+            key = name.lower()
+            if key not in out:
+                out[key] = self.get(key)  # type: ignore[assignment]
+        out[b"x-envoy-upstream-service-time"] = b"%d" % self.service_time_ms
+        return out
+
+
 # --- operators --------------------------------------------------------------------------------
 
 # Pseudo-headers that an HTTP/1 request record keeps as attributes rather than in its index.

@@ -113,6 +113,8 @@ class StreamInfo:
         "filter_state",
         "local_reply_body",
         "trace_id",
+        "downstream_peer",
+        "upstream_peer",
     )
 
     def __init__(
@@ -161,3 +163,7 @@ class StreamInfo:
         self.filter_state: dict[str, str] | None = None
         self.local_reply_body: str | None = None
         self.trace_id: str | None = None
+        # Istio peer metadata (pistio.proxy.telemetry.peer_metadata.PeerInfo) found by the
+        # istio.metadata_exchange filter: the client (inbound) or the server (outbound).
+        self.downstream_peer: Any = None
+        self.upstream_peer: Any = None

@@ -48,11 +48,16 @@ from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format
 
+from pistio.proxy.access_log.filters import (
+    LogFilter,
+    check_access_logger,
+    compile_access_log_filter,
+)
 from pistio.proxy.config.cluster_config import SanMatcher
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.route_action import compile_http_fault
 from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED, check_common_tls
-from pistio.proxy.config.unsupported import unsupported_fields
+from pistio.proxy.config.unsupported import field_path, unsupported_fields
 from pistio.proxy.filters.http.ext_authz import unpack_ext_authz
 from pistio.proxy.filters.http.jwt_authn import unpack_jwt_authn
 from pistio.proxy.filters.http.rbac import unpack_http_rbac
@@ -61,6 +66,12 @@ from pistio.proxy.filters.network.rbac import (
     NetworkRbacConfig,
     compile_network_rbac,
 )
+from pistio.proxy.telemetry.plugin_config import (
+    TYPED_STRUCT_TYPES,
+    StatsConfig,
+    compile_istio_filter,
+)
+from pistio.proxy.tracing.config import TracingConfig, compile_tracing
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -194,6 +205,7 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
                 "merge_slashes",
                 "path_with_escaped_slashes_action",
                 "request_id_extension",
+                "tracing",
             }
         )
     ),
@@ -230,7 +242,7 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight": (
         frozenset({"name", "weight"})
     ),
-    "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config"}),
+    "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config", "filter"}),
     # downstream TLS
     "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer": frozenset(),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset(
@@ -335,6 +347,8 @@ class AccessLogConfig:
 
     name: str
     typed_config: any_pb2.Any | None
+    # The compiled ``filter`` (pistio.proxy.access_log.filters); None: every stream is logged.
+    filter: LogFilter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +381,8 @@ class HttpConnectionManagerConfig:
     max_concurrent_streams: int | None = None
     upgrade_types: tuple[str, ...] = ()  # enabled upgrades, lower-case (e.g. "websocket")
     access_logs: tuple[AccessLogConfig, ...] = ()
+    # ``tracing`` (pistio.proxy.tracing.config); None: no tracing, no per-request cost.
+    tracing: TracingConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +456,8 @@ class FilterChainConfig:
     )
     # ``envoy.filters.network.rbac`` filters before the terminal one, in order.
     network_rbac: tuple[NetworkRbacConfig, ...] = ()
+    # Istio's network ``istio.stats`` filters before ``tcp_proxy`` (one per provider).
+    istio_stats: tuple[StatsConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +641,8 @@ def compile_listener(listener: listener_pb2.Listener) -> ListenerConfig:
                             f"{seen[key]!r}")
         else:
             seen[key] = chain.name or str(i)
+    # Listener-level access logs (connections no filter chain took) are checked, not written.
+    _access_logs(listener.access_log, path, problems)
     default = None
     if listener.HasField("default_filter_chain"):
         default = _filter_chain(listener.default_filter_chain, f"{path}default_filter_chain",
@@ -720,12 +740,22 @@ def _filter_chain(fc: lc.FilterChain, path: str, problems: list[str]) -> FilterC
     match = _chain_match(fc.filter_chain_match, f"{path}.filter_chain_match", problems)
     http = tcp = None
     network_rbac: list[NetworkRbacConfig] = []
+    istio_stats: list[StatsConfig] = []
     if not fc.filters:
         problems.append(f"{path}.filters: a filter chain needs a terminal network filter")
     for i, f in enumerate(fc.filters):
         here = f"{path}.filters[{i}]"
         problems.extend(unsupported_fields(f, _ALLOWED, here))
         url = f.typed_config.type_url
+        if url in TYPED_STRUCT_TYPES and i != len(fc.filters) - 1:
+            try:
+                compiled = compile_istio_filter(f.typed_config, f.name, f"{here}.typed_config",
+                                                network=True)
+            except ConfigError as err:
+                problems.extend(err.problems)
+                continue
+            istio_stats.append(compiled)  # type: ignore[arg-type]
+            continue
         if url == NETWORK_RBAC_TYPE and i != len(fc.filters) - 1:
             try:
                 network_rbac.append(compile_network_rbac(f.typed_config, f.name,
@@ -759,7 +789,10 @@ def _filter_chain(fc: lc.FilterChain, path: str, problems: list[str]) -> FilterC
         {k: MappingProxyType(json_format.MessageToDict(v))
          for k, v in fc.metadata.filter_metadata.items()}
     )
-    return FilterChainConfig(fc.name, match, http, tcp, tls, metadata, tuple(network_rbac))
+    if istio_stats and tcp is None:
+        problems.append(f"{path}: the istio.stats network filter needs tcp_proxy after it")
+    return FilterChainConfig(fc.name, match, http, tcp, tls, metadata, tuple(network_rbac),
+                             tuple(istio_stats))
 
 
 def _chain_match(
@@ -794,11 +827,24 @@ def _chain_match(
     )
 
 
-def _access_logs(entries: Sequence[Any]) -> tuple[AccessLogConfig, ...]:
-    return tuple(
-        AccessLogConfig(a.name, a.typed_config if a.HasField("typed_config") else None)
-        for a in entries
-    )
+def _access_logs(
+    entries: Sequence[Any], path: str, problems: list[str]
+) -> tuple[AccessLogConfig, ...]:
+    """The ``access_log`` entries: the logger type, its format and its filter are checked
+    here, so a bad one NACKs the listener (a bad CEL expression names itself and why)."""
+    out = []
+    for i, a in enumerate(entries):
+        here = field_path(path, f"access_log[{i}]")
+        problems.extend(check_access_logger(a, here))
+        log_filter = None
+        if a.HasField("filter"):
+            try:
+                log_filter = compile_access_log_filter(a.filter, f"{here}.filter")
+            except ConfigError as err:
+                problems.extend(err.problems)
+        out.append(AccessLogConfig(
+            a.name, a.typed_config if a.HasField("typed_config") else None, log_filter))
+    return tuple(out)
 
 
 def _hcm(
@@ -893,7 +939,9 @@ def _hcm(
         max_concurrent_streams=h2.max_concurrent_streams.value
         if h2.HasField("max_concurrent_streams") else None,
         upgrade_types=upgrades,
-        access_logs=_access_logs(hcm.access_log),
+        access_logs=_access_logs(hcm.access_log, path, problems),
+        tracing=compile_tracing(hcm.tracing, f"{path}.tracing", problems, request_id_sampling)
+        if hcm.HasField("tracing") else None,
     )
 
 
@@ -914,6 +962,16 @@ def _check_http_filter(
 ) -> None:
     """NACK an HTTP filter pistio does not run; the router must come last, as Envoy says."""
     url = hf.typed_config.type_url if hf.HasField("typed_config") else ""
+    if url in TYPED_STRUCT_TYPES:  # Istio's istio.metadata_exchange / istio.stats
+        if is_last:
+            problems.append(f"{path}: non-terminal filter named {hf.name!r} is the last filter "
+                            "in a http filter chain")
+        try:
+            compile_istio_filter(hf.typed_config, hf.name, f"{path}.typed_config")
+        except ConfigError as err:
+            if not hf.is_optional:
+                problems.extend(err.problems)
+        return
     name = SUPPORTED_HTTP_FILTERS.get(url)
     if name is None:
         if not hf.is_optional:
@@ -964,7 +1022,7 @@ def _tcp_proxy(typed: any_pb2.Any, path: str, problems: list[str]) -> TcpProxyCo
         cluster=tp.cluster if which == "cluster" else None,
         weighted_clusters=weighted,
         idle_timeout=idle,
-        access_logs=_access_logs(tp.access_log),
+        access_logs=_access_logs(tp.access_log, path, problems),
     )
 
 

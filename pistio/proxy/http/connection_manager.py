@@ -27,6 +27,7 @@ buffer the body for retries and shadows and switch attempts without the codec kn
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 
 from pistio.proxy.access_log import response_flags as rf
+from pistio.proxy.access_log.filters import LogFilter
 from pistio.proxy.access_log.formatter import (
     ENVOY_DEFAULT_FORMAT,
     AccessLogFormatter,
@@ -63,10 +65,12 @@ from pistio.proxy.router.router import RouterContext, RouterStream
 from pistio.proxy.runtime.snapshot import SnapshotHolder
 from pistio.proxy.stats.store import StatsStore
 from pistio.proxy.tls.xfcc import xfcc_policy
+from pistio.proxy.tracing import build_tracer
 
 if TYPE_CHECKING:
     from pistio.proxy.stats.families import HttpConnectionManagerStats
 
+log = logging.getLogger(__name__)
 _INF = float("inf")
 _MAX_PLANS = 4096
 # HttpConnectionManager.CodecType
@@ -84,6 +88,9 @@ _FILE_LOG_TYPES = {
 }
 
 
+_STD_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
 class AccessLogFile:
     """An ``envoy.access_loggers.file`` sink: lines are buffered and written at most once a
     second (Envoy's ``file_flush_interval``) or when 64 KiB are waiting."""
@@ -92,7 +99,12 @@ class AccessLogFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # The process's own streams are written as they are: reopening /dev/stdout by path
+        # needs write permission on whatever it points to (a root-owned log file, for a
+        # sidecar running as uid 1337).
+        std = _STD_STREAMS.get(path)
+        self._fd = std if std is not None else os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -130,8 +142,9 @@ class AccessLogFile:
 
 def build_access_loggers(
     configs: tuple[AccessLogConfig, ...]
-) -> tuple[tuple[AccessLogFormatter, AccessLogFile], ...]:
-    """The HCM's file/stdout/stderr access logs; other loggers were refused at compile."""
+) -> tuple[tuple[AccessLogFormatter, AccessLogFile, LogFilter | None], ...]:
+    """The HCM's file/stdout/stderr access logs, each with its compiled filter (None: log
+    every stream); other loggers were refused at compile."""
     out = []
     for cfg in configs:
         typed = cfg.typed_config
@@ -139,6 +152,7 @@ def build_access_loggers(
             continue
         path = _FILE_LOG_TYPES[typed.type_url]
         log_format = None
+        which = None
         if path is None:
             msg = file_pb2.FileAccessLog()
             typed.Unpack(msg)
@@ -146,17 +160,21 @@ def build_access_loggers(
             which = msg.WhichOneof("access_log_format")
             if which == "log_format":
                 log_format = msg.log_format
-            elif which == "format":
-                out.append((TextFormatter(msg.format or ENVOY_DEFAULT_FORMAT),
-                            AccessLogFile.open(path)))
-                continue
         else:
             msg = (stream_pb2.StdoutAccessLog() if path == "/dev/stdout"
                    else stream_pb2.StderrAccessLog())
             typed.Unpack(msg)
             if msg.HasField("log_format"):
                 log_format = msg.log_format
-        out.append((from_substitution_format(log_format), AccessLogFile.open(path)))
+        try:
+            sink = AccessLogFile.open(path)
+        except OSError as exc:
+            # The rest of the listener still serves; the operator learns why nothing logs.
+            log.error("access log %s cannot be opened: %s", path, exc)
+            continue
+        formatter = (TextFormatter(msg.format or ENVOY_DEFAULT_FORMAT)
+                     if which == "format" else from_substitution_format(log_format))
+        out.append((formatter, sink, cfg.filter))
     return tuple(out)
 
 
@@ -176,6 +194,7 @@ class HttpConnectionManager:
         buffer_limit: int,
         request_ids: RequestIdGenerator,
         inline_routes: RouteTable | None = None,
+        traffic_direction: int = 0,
     ) -> None:
         self.config = config
         # An inline route_config belongs to this version of the listener: connections
@@ -198,7 +217,9 @@ class HttpConnectionManager:
             server_name=config.server_name.encode("latin-1"),
             generate_request_id=config.generate_request_id,
         )
-        self.filters, self.router_config = build_filter_chain(config, store)
+        self.filters, self.router_config = build_filter_chain(config, store, traffic_direction)
+        # Filters with an end-of-stream hook (istio.stats), run before the access log.
+        self.stream_enders = tuple(f for f in self.filters if hasattr(f, "on_stream_end"))
         # Filter plans: a ``route_scoped`` filter decides from the route alone whether it has
         # anything to do (fault without a fault config, CORS without a policy); that is asked
         # once per route and cached here, and the stream skips the filter both ways.
@@ -220,6 +241,11 @@ class HttpConnectionManager:
         # x-forwarded-client-cert (pistio.proxy.tls.xfcc); None: left as received.
         self.xfcc = xfcc_policy(config.forward_client_cert_details,
                                 config.set_current_client_cert_details)
+        # The listener's traffic_direction (envoy.config.core.v3.TrafficDirection).
+        self.traffic_direction = traffic_direction
+        # pistio.proxy.tracing: None unless the HCM configures tracing with a provider.
+        self.tracer = build_tracer(config.tracing, traffic_direction, router_context.loop,
+                                   router_context.clusters, store)
 
     def plan_for(self, route: Route | None) -> tuple[bool, ...]:
         """Per filter position: does the filter run for ``route`` (always, unless it is
@@ -336,6 +362,7 @@ class ActiveStream:
         "hcm", "stream", "info", "route_table", "_route", "_route_done", "_view", "router",
         "out", "held", "held_bytes", "finished", "deadline", "_request_deadline",
         "_replying", "_timer", "_on_end", "gate_paused", "last_activity", "grpc_web", "_plan",
+        "span",
     )
 
     def __init__(self, hcm: HttpConnectionManager, stream: Http1Stream) -> None:
@@ -349,6 +376,9 @@ class ActiveStream:
         info.request_headers = stream.head
         if hcm.xfcc is not None:
             hcm.xfcc.apply(stream.head, downstream)
+        # Trace context in, this hop's span ids out into the upstream request headers.
+        tracer = hcm.tracer
+        self.span = tracer.start(self) if tracer is not None else None
         self.route_table = hcm.route_table()
         self._route: Route | None = None
         self._route_done = False
@@ -560,9 +590,15 @@ class ActiveStream:
         if self.stream.cancelled:
             info.response_flags |= rf.DOWNSTREAM_CONNECTION_TERMINATION
             stats.downstream_rq_rx_reset += 1
+        if self.span is not None:
+            hcm.tracer.finish(self.span, self)  # type: ignore[union-attr]
+        if hcm.stream_enders:
+            for f in hcm.stream_enders:
+                f.on_stream_end(self)  # type: ignore[union-attr]
         if hcm.access_logs:
-            for formatter, sink in hcm.access_logs:
-                sink.write(formatter.format(info))
+            for formatter, sink, log_filter in hcm.access_logs:
+                if log_filter is None or log_filter.matches(info):
+                    sink.write(formatter.format(info))
         # The router is done: drop it, which breaks the stream ↔ router reference cycle so
         # that the request's objects are freed at once rather than by the cyclic GC.
         self.router = None

@@ -174,7 +174,7 @@ class TcpProxyFilter:
     downstream connection through it."""
 
     __slots__ = ("config", "upstreams", "store", "stats", "downstream_buffer_limit",
-                 "on_complete", "sessions", "_rng", "_names", "_cumulative")
+                 "on_complete", "on_connected", "sessions", "_rng", "_names", "_cumulative")
 
     def __init__(
         self,
@@ -192,6 +192,8 @@ class TcpProxyFilter:
         self.stats = TcpProxyStats(self.store, config.stat_prefix)
         self.downstream_buffer_limit = downstream_buffer_limit
         self.on_complete = on_complete
+        # Called with (info, host) once the upstream connection is up (Istio's TCP stats).
+        self.on_connected: Callable[[StreamInfo, object], None] | None = None
         # Connections relaying now: for draining on listener removal, and for inspection.
         self.sessions: set[_TcpSession] = set()
         self._rng = rng if rng is not None else random.Random()
@@ -311,6 +313,8 @@ class TcpProxyFilter:
         if host is not None:
             host.active_connections += 1
         self.sessions.add(session)
+        if self.on_connected is not None:
+            self.on_connected(info, host)
         try:
             local = upstream.transport.get_extra_info("sockname")
             if local is not None:

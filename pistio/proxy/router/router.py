@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pistio.proxy.access_log import response_flags as rf
+from pistio.proxy.access_log.formatter import ProxiedResponseHeaders
 from pistio.proxy.config.cluster_config import UpstreamProtocol
 from pistio.proxy.config.route_action import (
     ClusterWeight,
@@ -668,7 +669,12 @@ class RouterStream:
         if gw is not None:
             gw.response_head(status, fields)
             has_length = False  # the body changes (trailers frame, base64)
+        info = self.s.info
+        info.response_code_details = "via_upstream"  # Envoy's details for a proxied reply
         fields = self.s.encode_headers(status, fields)
+        # What %RESP(...)% and CEL's response.headers read (the codec adds the service time).
+        info.response_headers = ProxiedResponseHeaders(
+            fields, int((self.ctx.loop.time() - attempt.sent_at) * 1000))
         stream = self.stream
         stream.sent_at = attempt.sent_at
         if gw is not None and gw.transforming:
@@ -707,6 +713,8 @@ class RouterStream:
         gRPC-Web response carries them as its last body frame."""
         if self.done:
             return
+        # What istio.stats (grpc_response_status) and CEL's response.trailers read.
+        self.s.info.response_trailers = ProxiedResponseHeaders(fields, 0)
         gw = self.s.grpc_web
         if gw is not None:
             frame = gw.encode_trailers(fields)

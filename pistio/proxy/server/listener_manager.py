@@ -60,7 +60,9 @@ from pistio.proxy.config.listener_config import (
     ListenerFilterKind,
     original_dst_listener,
 )
+from pistio.proxy.filters.http.chain import TRAFFIC_INBOUND
 from pistio.proxy.filters.listener.inspection import InspectionVerdict, InspectorStats, inspect
+from pistio.proxy.filters.network.istio_stats import IstioTcpStatsFilter
 from pistio.proxy.filters.network.rbac import (
     NetworkRbacFilter,
     build_network_rbac,
@@ -76,6 +78,7 @@ from pistio.proxy.runtime.cluster_manager import ClusterManager
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder
 from pistio.proxy.stats.families import ListenerStats, listener_stat_name
 from pistio.proxy.stats.store import StatsStore
+from pistio.proxy.telemetry.plugin_config import StatsConfig
 from pistio.proxy.tls.downstream import DownstreamTls, TlsHandoff, TlsStats
 from pistio.proxy.tls.secrets import Secret
 
@@ -256,15 +259,19 @@ class ListenerManager:
                     self.sweeper, self.store, config.per_connection_buffer_limit,
                     self.request_ids,
                     self.snapshot.inline_route_tables.get((config.name, index)),
+                    traffic_direction=config.traffic_direction,
                 )
                 if chain.tls is not None:  # x-forwarded-proto when the request has none
                     hcm.options = dataclasses.replace(hcm.options, forwarded_proto=b"https")
             elif chain.tcp_proxy is not None:
-                tcp_proxies[id(chain)] = TcpProxyFilter(
+                tcp = tcp_proxies[id(chain)] = TcpProxyFilter(
                     chain.tcp_proxy, self.tcp_upstreams, self.store,
                     downstream_buffer_limit=config.per_connection_buffer_limit,
                     on_complete=_access_logger(chain),
                 )
+                for stats_config in chain.istio_stats:
+                    _attach_istio_tcp_stats(tcp, stats_config, self.store, self.tcp_upstreams,
+                                            config.traffic_direction)
         stat_name = config.stat_prefix or listener_stat_name(config.address, config.port)
         reads_original_dst = config.use_original_dst or any(
             f.kind is ListenerFilterKind.ORIGINAL_DST and f.enabled_for(config.port)
@@ -430,17 +437,45 @@ class ListenerManager:
 
 
 def _access_logger(chain: FilterChainConfig) -> Callable[[StreamInfo], None] | None:
-    """The ``tcp_proxy``'s access logs (file, stdout, stderr) as its ``on_complete``."""
+    """The ``tcp_proxy``'s access logs (file, stdout, stderr) as its ``on_complete``; each
+    writes only the connections its filter (if any) accepts."""
     assert chain.tcp_proxy is not None
     loggers = build_access_loggers(chain.tcp_proxy.access_logs)
     if not loggers:
         return None
 
     def write(info: StreamInfo) -> None:
-        for formatter, sink in loggers:
-            sink.write(formatter.format(info))
+        for formatter, sink, log_filter in loggers:
+            if log_filter is None or log_filter.matches(info):
+                sink.write(formatter.format(info))
 
     return write
+
+
+def _attach_istio_tcp_stats(tcp: TcpProxyFilter, config: StatsConfig, store: StatsStore,
+                            upstreams: TcpUpstreams, traffic_direction: int) -> None:
+    """Istio's network ``istio.stats``: counts at connect and close (before the access log)."""
+    stats = IstioTcpStatsFilter(config, store, traffic_direction == TRAFFIC_INBOUND,
+                                cluster_config=upstreams.cluster_config,
+                                tls_for=upstreams.tls_for)
+    connected = tcp.on_connected
+    if connected is None:
+        tcp.on_connected = stats.on_connected
+    else:
+        def both(info: StreamInfo, host: object) -> None:
+            connected(info, host)
+            stats.on_connected(info, host)
+
+        tcp.on_connected = both
+    log_complete = tcp.on_complete
+    if log_complete is None:
+        tcp.on_complete = stats.on_complete
+    else:
+        def complete(info: StreamInfo) -> None:
+            stats.on_complete(info)
+            log_complete(info)
+
+        tcp.on_complete = complete
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -4,7 +4,8 @@ Metrics are grouped by tag-extracted name (see :mod:`tag_extraction`): counters,
 then histograms; each group opens with ``# TYPE <name> <counter|gauge|histogram>`` and ends
 with an empty line. A sample with no labels still prints ``{}`` (``envoy_server_live{} 1``), as
 Envoy does. Histograms print cumulative ``_bucket{le="..."}`` lines for Envoy's bucket bounds,
-``le="+Inf"``, ``_sum`` and ``_count``; bounds and sums use ``%.32g`` like Envoy.
+``le="+Inf"``, ``_sum`` and ``_count``; bounds and sums use ``%.32g`` like Envoy. Istio's
+labeled families (``istio_requests_total``...) follow Envoy's counters and histograms.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pistio.proxy.stats.histogram import HistogramData
+from pistio.proxy.stats.istio_metrics import render_labeled
 from pistio.proxy.stats.query import StatsQuery
 from pistio.proxy.stats.snapshot import StatsSnapshot
 from pistio.proxy.stats.tag_extraction import extract_tags, prometheus_label, prometheus_name
@@ -68,6 +70,8 @@ def render_prometheus(snapshot: StatsSnapshot, query: StatsQuery | None = None) 
             for name, tags in members:
                 out.append(f"{metric}{{{_labels(tags)}}} {values[name]}\n")
             out.append("\n")
+        if kind == "counter" and snapshot.labeled:
+            render_labeled(snapshot.labeled, "counter", out, query.shows)
     if query.wants("Histograms"):
         histograms = snapshot.histograms
         shown = [n for n, h in histograms.items() if query.shows(n, h.count > 0)]
@@ -76,4 +80,6 @@ def render_prometheus(snapshot: StatsSnapshot, query: StatsQuery | None = None) 
             for name, tags in members:
                 _histogram_lines(metric, tags, histograms[name], out)
             out.append("\n")
+        if snapshot.labeled:
+            render_labeled(snapshot.labeled, "histogram", out, query.shows)
     return "".join(out)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from pistio.proxy.stats.families import FAMILIES, MAX
 from pistio.proxy.stats.histogram import DEFAULT_BUCKETS, HistogramData
+from pistio.proxy.stats.istio_metrics import SeriesKey, merge_labeled, merge_labeled_dumps
 
 # One host in a worker's ``hosts`` dump: [address, port, hostname, health flags, weight,
 # priority, region, zone, sub_zone, rq_active, cx_active].
@@ -53,9 +54,13 @@ class StatsSnapshot:
     histograms: dict[str, HistogramData] = field(default_factory=dict)
     # The workers' hosts by cluster and (address, port), for ``/clusters``.
     hosts: dict[str, dict[tuple[str, int], list]] = field(default_factory=dict)
+    # Istio's labeled series (pistio.proxy.stats.istio_metrics): int or HistogramData.
+    labeled: dict[SeriesKey, object] = field(default_factory=dict)
 
     def merge(self, other: StatsSnapshot) -> None:
         """Fold another worker's snapshot into this one."""
+        if other.labeled:
+            merge_labeled(self.labeled, other.labeled)
         if other.hosts:
             merge_hosts(self.hosts, {c: list(h.values()) for c, h in other.hosts.items()})
         counters = self.counters
@@ -114,6 +119,8 @@ def merge_dumps(dumps: Iterable[bytes]) -> StatsSnapshot:
         doc = json.loads(raw)
         if "hosts" in doc:
             merge_hosts(merged.hosts, doc["hosts"])
+        if "istio" in doc:
+            merge_labeled_dumps(merged.labeled, doc["istio"])
         for kind, key, counters, gauges, histograms, extra in doc["groups"]:
             acc = groups.get((kind, key))
             if acc is None:

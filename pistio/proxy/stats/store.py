@@ -25,6 +25,7 @@ from pistio.proxy.stats.families import (
     StatsGroup,
 )
 from pistio.proxy.stats.histogram import DEFAULT_BUCKETS, Histogram, HistogramData
+from pistio.proxy.stats.istio_metrics import IstioMetrics, merge_labeled_dumps
 from pistio.proxy.stats.snapshot import StatsSnapshot
 
 G = TypeVar("G", bound=StatsGroup)
@@ -58,6 +59,8 @@ class StatsStore:
         # The worker's hosts as ``/clusters`` shows them (set by the worker to its cluster
         # manager's ``host_status_dump``), sent along with the stats.
         self.host_status: Callable[[], dict[str, list[list[Any]]]] | None = None
+        # Istio's labeled metrics (istio_requests_total...), made by the first istio.stats.
+        self.istio: IstioMetrics | None = None
 
     def _group(self, key: str, cls: type[G], *args: str) -> G:
         group = self._groups.get(key)
@@ -80,6 +83,8 @@ class StatsStore:
         }
         if self.host_status is not None:
             doc["hosts"] = self.host_status()
+        if self.istio is not None:
+            doc["istio"] = self.istio.dump()
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def cluster(self, name: str) -> ClusterStats:
@@ -104,6 +109,11 @@ class StatsStore:
 
     def listener_manager(self) -> ListenerManagerStats:
         return self._group("listener_manager", ListenerManagerStats)
+
+    def istio_metrics(self) -> IstioMetrics:
+        if self.istio is None:
+            self.istio = IstioMetrics()
+        return self.istio
 
     def counter(self, name: str) -> Counter:
         c = self._counters.get(name)
@@ -151,4 +161,7 @@ class StatsStore:
                 max_gauges.add(name)
         for name, h in self._histograms.items():
             histograms[name] = HistogramData.of(h)
-        return StatsSnapshot(counters, gauges, max_gauges, histograms)
+        snap = StatsSnapshot(counters, gauges, max_gauges, histograms)
+        if self.istio is not None:
+            merge_labeled_dumps(snap.labeled, self.istio.dump())
+        return snap

@@ -264,3 +264,23 @@ def test_status_port_annotation():
     assert out["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] == 15999
     cmd = out["spec"]["containers"][-1]["command"]
     assert cmd[cmd.index("--status-port") + 1] == "15999"
+
+
+def test_workload_name_of_a_node_named_pod():
+    """The local node names a Deployment's pods itself (no generateName) and records the
+    owner: the workload is the Deployment, as Istio's metrics label it."""
+    pod_doc = json.loads(json.dumps(BOOKINFO_REVIEWS))
+    meta = pod_doc["metadata"]
+    del meta["generateName"]
+    meta["name"] = "reviews-v2-jrlgmld7sk-958cl"
+    meta["annotations"] = {"pistio.io/owner": "Deployment/reviews-v2"}
+    out = inject(pod_doc, discovery_address="10.88.0.1:15010", proxy_argv_prefix=PREFIX)
+    proxy = out["spec"]["containers"][1]
+    env = container_env(out, proxy, pod_ip="10.88.0.12", host_ip="10.88.0.1")
+    assert env["ISTIO_META_WORKLOAD_NAME"] == "reviews-v2"
+    # A bare pod (no owner, no generateName) is its own workload.
+    del meta["annotations"]
+    out = inject(pod_doc, discovery_address="10.88.0.1:15010", proxy_argv_prefix=PREFIX)
+    env = container_env(out, out["spec"]["containers"][1], pod_ip="10.88.0.12",
+                        host_ip="10.88.0.1")
+    assert env["ISTIO_META_WORKLOAD_NAME"] == "reviews-v2-jrlgmld7sk-958cl"

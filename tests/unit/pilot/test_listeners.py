@@ -122,10 +122,14 @@ def test_http_outbound_listener():
     assert hcm.HasField("stream_idle_timeout") and hcm.stream_idle_timeout.ToSeconds() == 0
     assert hcm.server_name == ""
     assert [f.name for f in hcm.http_filters] == [
+        "istio.metadata_exchange",
         "envoy.filters.http.fault",
         "envoy.filters.http.cors",
+        "istio.stats",
         "envoy.filters.http.router",
     ]
+    assert not hcm.access_log  # accessLogFile is empty by default
+    assert not hcm.HasField("tracing")  # the default Zipkin collector is not deployed
     uuid = unpack(hcm.request_id_extension.typed_config)
     assert uuid.use_request_id_for_trace_sampling.value is True
     default = lst.default_filter_chain

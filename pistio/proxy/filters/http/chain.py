@@ -12,6 +12,7 @@ from __future__ import annotations
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 
+from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.listener_config import (
     CORS_TYPE,
     EXT_AUTHZ_TYPE,
@@ -27,18 +28,28 @@ from pistio.proxy.filters.http.cors import CorsFilter
 from pistio.proxy.filters.http.ext_authz import ExtAuthzFilter, unpack_ext_authz
 from pistio.proxy.filters.http.fault import FaultFilter
 from pistio.proxy.filters.http.grpc_web import GrpcWebFilter
+from pistio.proxy.filters.http.istio_stats import IstioStatsFilter
 from pistio.proxy.filters.http.jwt_authn import JwtAuthnFilter, unpack_jwt_authn
+from pistio.proxy.filters.http.metadata_exchange import MetadataExchangeFilter
 from pistio.proxy.filters.http.rbac import RbacFilter, unpack_http_rbac
 from pistio.proxy.router.router import RouterConfig
 from pistio.proxy.stats.store import StatsStore
+from pistio.proxy.telemetry.plugin_config import (
+    TYPED_STRUCT_TYPES,
+    MetadataExchangeConfig,
+    compile_istio_filter,
+)
 
 HttpFilter = (FaultFilter | CorsFilter | GrpcWebFilter | RbacFilter | JwtAuthnFilter
-              | ExtAuthzFilter)
+              | ExtAuthzFilter | MetadataExchangeFilter | IstioStatsFilter)
+TRAFFIC_INBOUND = 1  # envoy.config.core.v3.TrafficDirection.INBOUND
 
 
 def build_filter_chain(
-    hcm: HttpConnectionManagerConfig, store: StatsStore
+    hcm: HttpConnectionManagerConfig, store: StatsStore, traffic_direction: int = 0
 ) -> tuple[tuple[HttpFilter, ...], RouterConfig]:
+    """``traffic_direction``: the listener's (Istio's stats reporter: ``destination`` when
+    INBOUND, else ``source``)."""
     filters: list[HttpFilter] = []
     router = RouterConfig()
     for entry in hcm.http_filters:
@@ -65,6 +76,17 @@ def build_filter_chain(
             filters.append(ExtAuthzFilter(entry.name,
                                           unpack_ext_authz(entry.typed_config, entry.name),
                                           store, hcm.stat_prefix))
+        elif url in TYPED_STRUCT_TYPES:  # istio.metadata_exchange, istio.stats
+            try:
+                compiled = compile_istio_filter(entry.typed_config,  # type: ignore[arg-type]
+                                                entry.name, entry.name)
+            except ConfigError:
+                continue  # an optional filter pistio does not run (others were NACKed)
+            if isinstance(compiled, MetadataExchangeConfig):
+                filters.append(MetadataExchangeFilter(entry.name, compiled))
+            else:
+                filters.append(IstioStatsFilter(entry.name, compiled, store,
+                                                traffic_direction == TRAFFIC_INBOUND))
         elif url == ROUTER_TYPE:
             msg = router_pb2.Router()
             entry.typed_config.Unpack(msg)  # type: ignore[union-attr]

@@ -55,8 +55,10 @@ def as_dict(msg) -> dict:
 
 def test_no_policy_no_filter() -> None:
     assert http_filter_names(app_chain("")) == [
+        "istio.metadata_exchange",
         "envoy.filters.http.fault",
         "envoy.filters.http.cors",
+        "istio.stats",
         "envoy.filters.http.router",
     ]
 
@@ -465,6 +467,7 @@ spec:
     chain = chains_for_port(inbound(push=push), 9080)[1]
     filters = http_filters(chain)
     assert [f.name for f in filters] == [
+        "istio.metadata_exchange",  # first: RBAC may read the peer's metadata
         "envoy.filters.http.rbac",  # CUSTOM: shadow rules mark requests for ext_authz
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.jwt_authn",
@@ -473,9 +476,9 @@ spec:
         "envoy.filters.http.rbac",  # ALLOW (+ dry-run shadow)
         "envoy.filters.http.fault",
         "envoy.filters.http.cors",
-        "envoy.filters.http.router",
+        "envoy.filters.http.router",  # a bare MeshConfig: no default metrics provider
     ]
-    custom, ext, _, audit, deny, allow = (unpack(f.typed_config) for f in filters[:6])
+    custom, ext, _, audit, deny, allow = (unpack(f.typed_config) for f in filters[1:7])
     assert not custom.HasField("rules")
     assert custom.shadow_rules_stat_prefix == "istio_ext_authz_"
     assert list(custom.shadow_rules.policies) == [

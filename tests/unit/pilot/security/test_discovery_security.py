@@ -126,10 +126,12 @@ def test_discovery_serves_security_config(discovery: tuple[str, Path], server: J
             assert ctx.require_client_certificate.value is True
             hcm = unpack(chain.filters[-1].typed_config)
             names = [f.name for f in hcm.http_filters]
-            assert names[:2] == ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac"]
-            jwt = unpack(hcm.http_filters[0].typed_config)
+            assert names[:3] == [
+                "istio.metadata_exchange", "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac"
+            ]
+            jwt = unpack(hcm.http_filters[1].typed_config)
             assert jwt.providers["origins-0"].local_jwks.inline_string == server.body
-            rbac = unpack(hcm.http_filters[1].typed_config)
+            rbac = unpack(hcm.http_filters[2].typed_config)
             assert list(rbac.rules.policies) == ["ns[default]-policy[require-jwt]-rule[0]"]
 
             # mTLS migration back: DISABLE mesh-wide → plaintext chains are pushed.
