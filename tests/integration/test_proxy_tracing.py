@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from pistio.xds import types as T
 from tests.integration.test_proxy_http import NODE_ID, ControlPlane, mesh
@@ -34,6 +32,7 @@ from tests.unit.proxy.http_fixtures import (
     route_config,
     upstreams,
 )
+from tests.unit.proxy.tracing import otlp_schema as otlp
 from tests.unit.proxy.tracing.collector import Collector
 from tests.unit.proxy.tracing.configs import (
     INBOUND,
@@ -181,13 +180,13 @@ def stat(text: str, name: str) -> int:
     return 0
 
 
-def _otlp_spans(bodies: list[bytes]) -> list[tuple[str, trace_pb2.Span]]:
+def _otlp_spans(bodies: list[bytes]) -> list[tuple[str, otlp.Span]]:
     out = []
     for body in bodies:
-        req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        req = otlp.ExportTraceServiceRequest.FromString(body)
         for rs in req.resource_spans:
             service = {a.key: a.value.string_value for a in rs.resource.attributes}
-            for ss in rs.scope_spans:
+            for ss in otlp.scope_spans(rs):
                 out.extend((service["service.name"], s) for s in ss.spans)
     return out
 
@@ -207,8 +206,8 @@ async def test_otlp_http_export(tmp_path: Path) -> None:
                 "application/x-protobuf"}
             assert {r.path for r in collector.reports} == {"/v1/traces"}
             by_kind = {s.kind: (svc, s) for svc, s in spans}
-            svc, client = by_kind[trace_pb2.Span.SPAN_KIND_CLIENT]
-            _, server = by_kind[trace_pb2.Span.SPAN_KIND_SERVER]
+            svc, client = by_kind[otlp.SPAN_KIND_CLIENT]
+            _, server = by_kind[otlp.SPAN_KIND_SERVER]
             assert svc == "reviews.default"
             assert client.trace_id == server.trace_id == bytes.fromhex(app_saw["x-b3-traceid"])
             assert server.parent_span_id == client.span_id
@@ -225,18 +224,18 @@ async def test_otlp_grpc_export(tmp_path: Path) -> None:
 
     bodies: list[bytes] = []
 
-    async def export(request: trace_service_pb2.ExportTraceServiceRequest,
-                     context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
+    async def export(request: otlp.ExportTraceServiceRequest,
+                     context: Any) -> otlp.ExportTraceServiceResponse:
         bodies.append(request.SerializeToString())
-        return trace_service_pb2.ExportTraceServiceResponse()
+        return otlp.ExportTraceServiceResponse()
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "opentelemetry.proto.collector.trace.v1.TraceService",
         {"Export": grpc.unary_unary_rpc_method_handler(
             export,
-            request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
-            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+            request_deserializer=otlp.ExportTraceServiceRequest.FromString,
+            response_serializer=otlp.ExportTraceServiceResponse.SerializeToString,
         )})])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -250,9 +249,9 @@ async def test_otlp_grpc_export(tmp_path: Path) -> None:
             spans = await wait_for(lambda: [(svc, s) for svc, s in _otlp_spans(bodies)
                                             if s.trace_id == trace_id], 2)
             kinds = {s.kind: s for _, s in spans}
-            server_span = kinds[trace_pb2.Span.SPAN_KIND_SERVER]
+            server_span = kinds[otlp.SPAN_KIND_SERVER]
             assert server_span.span_id.hex() == app_saw["x-b3-spanid"]
-            assert server_span.parent_span_id == kinds[trace_pb2.Span.SPAN_KIND_CLIENT].span_id
+            assert server_span.parent_span_id == kinds[otlp.SPAN_KIND_CLIENT].span_id
             _, stats = proxy.admin("/stats")
             assert stat(stats, "tracing.opentelemetry.reports_sent") >= 1
             assert stat(stats, "tracing.opentelemetry.reports_failed") == 0

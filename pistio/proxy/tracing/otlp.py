@@ -1,5 +1,5 @@
 """Envoy's OpenTelemetry tracer's exporters: OTLP ``ExportTraceServiceRequest`` messages
-(package ``opentelemetry-proto``) sent
+(:mod:`pistio.proxy.tracing.otlp_proto`) sent
 
 - over OTLP/HTTP (``http_service``): ``POST <http_uri path>`` with ``content-type:
   application/x-protobuf`` and ``Host`` from the URI, to a host of ``http_uri.cluster``;
@@ -18,11 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
-
+from pistio.proxy.tracing import otlp_proto as otlp
 from pistio.proxy.tracing.exporter import HttpCollectorClient, SpanExporter
 from pistio.proxy.tracing.span import CLIENT, Span
 
@@ -33,21 +29,21 @@ if TYPE_CHECKING:
     from pistio.proxy.tracing.node import LocalNode
 
 CONTENT_TYPE = "application/x-protobuf"
-EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+EXPORT_METHOD = otlp.EXPORT_METHOD
 SCOPE_NAME = "envoy"
-_KIND = {CLIENT: trace_pb2.Span.SPAN_KIND_CLIENT}
+_KIND = {CLIENT: otlp.SPAN_KIND_CLIENT}
 
 
 def _trace_id_bytes(trace_id: str) -> bytes:
     return bytes.fromhex(trace_id.rjust(32, "0"))
 
 
-def otlp_span(span: Span) -> trace_pb2.Span:
-    out = trace_pb2.Span(
+def otlp_span(span: Span) -> Any:
+    out = otlp.Span(
         trace_id=_trace_id_bytes(span.trace_id),
         span_id=bytes.fromhex(span.span_id),
         name=span.name,
-        kind=_KIND.get(span.kind, trace_pb2.Span.SPAN_KIND_SERVER),
+        kind=_KIND.get(span.kind, otlp.SPAN_KIND_SERVER),
         start_time_unix_nano=span.start_us * 1000,
         end_time_unix_nano=(span.start_us + span.duration_us) * 1000,
     )
@@ -59,22 +55,21 @@ def otlp_span(span: Span) -> trace_pb2.Span:
         kv.key = key
         kv.value.string_value = value
     if span.error:
-        out.status.code = trace_pb2.Status.STATUS_CODE_ERROR
+        out.status.code = otlp.STATUS_CODE_ERROR
     return out
 
 
-def export_request(spans: list[Span], service_name: str
-                   ) -> trace_service_pb2.ExportTraceServiceRequest:
-    resource = resource_pb2.Resource(attributes=[
-        common_pb2.KeyValue(key="service.name",
-                            value=common_pb2.AnyValue(string_value=service_name)),
+def export_request(spans: list[Span], service_name: str) -> Any:
+    """An ``ExportTraceServiceRequest`` of ``spans``."""
+    resource = otlp.Resource(attributes=[
+        otlp.KeyValue(key="service.name", value=otlp.AnyValue(string_value=service_name)),
     ])
-    scope_spans = trace_pb2.ScopeSpans(
-        scope=common_pb2.InstrumentationScope(name=SCOPE_NAME),
+    scope_spans = otlp.ScopeSpans(
+        scope=otlp.InstrumentationScope(name=SCOPE_NAME),
         spans=[otlp_span(s) for s in spans],
     )
-    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[
-        trace_pb2.ResourceSpans(resource=resource, scope_spans=[scope_spans]),
+    return otlp.ExportTraceServiceRequest(resource_spans=[
+        otlp.ResourceSpans(resource=resource, scope_spans=[scope_spans]),
     ])
 
 
@@ -123,8 +118,8 @@ class OtlpGrpcExporter(_OtlpExporter):
                 target, options=[("grpc.default_authority", self.provider.authority)])
             self._export = self._channel.unary_unary(
                 EXPORT_METHOD,
-                request_serializer=trace_service_pb2.ExportTraceServiceRequest.SerializeToString,
-                response_deserializer=trace_service_pb2.ExportTraceServiceResponse.FromString,
+                request_serializer=otlp.ExportTraceServiceRequest.SerializeToString,
+                response_deserializer=otlp.ExportTraceServiceResponse.FromString,
             )
             self._key = (address, port)
         return self._export

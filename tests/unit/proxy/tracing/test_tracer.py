@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from envoy.config.route.v3 import route_components_pb2 as rc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from pistio.proxy.tracing import node as node_module
 from pistio.proxy.tracing.exporter import close_exporters
@@ -24,6 +22,7 @@ from tests.unit.proxy.http_fixtures import (
     route,
     route_config,
 )
+from tests.unit.proxy.tracing import otlp_schema as otlp
 from tests.unit.proxy.tracing.collector import Collector
 from tests.unit.proxy.tracing.configs import (
     INBOUND,
@@ -229,12 +228,12 @@ async def test_missing_collector_cluster_is_counted() -> None:
         assert env.proxy.counter("tracing.zipkin.reports_skipped_no_cluster") == 1
 
 
-def _otlp_spans(collector: Collector) -> list[trace_pb2.Span]:
+def _otlp_spans(collector: Collector) -> list[otlp.Span]:
     out = []
     for r in collector.reports:
-        req = trace_service_pb2.ExportTraceServiceRequest.FromString(r.body)
+        req = otlp.ExportTraceServiceRequest.FromString(r.body)
         for rs in req.resource_spans:
-            for ss in rs.scope_spans:
+            for ss in otlp.scope_spans(rs):
                 out.extend(ss.spans)
     return out
 
@@ -250,14 +249,14 @@ async def test_otlp_http_export(collector: Collector) -> None:
         report = collector.reports[0]
         assert (report.path, report.headers["content-type"], report.headers["host"]) == (
             "/v1/traces", "application/x-protobuf", "otel.istio-system:4318")
-        req = trace_service_pb2.ExportTraceServiceRequest.FromString(report.body)
+        req = otlp.ExportTraceServiceRequest.FromString(report.body)
         attrs = {a.key: a.value.string_value for a in req.resource_spans[0].resource.attributes}
         assert attrs["service.name"] == "reviews.default"
         # a 64-bit B3 trace id is padded to 16 bytes
         assert span.trace_id == bytes.fromhex("0" * 16 + TRACE[16:])
         assert span.parent_span_id == bytes.fromhex(PARENT)
         assert span.span_id.hex() == seen["x-b3-spanid"]
-        assert span.kind == trace_pb2.Span.SPAN_KIND_CLIENT
+        assert span.kind == otlp.SPAN_KIND_CLIENT
         assert span.name == OPERATION
         assert span.end_time_unix_nano > span.start_time_unix_nano > 0
         tags = {a.key: a.value.string_value for a in span.attributes}
@@ -266,21 +265,21 @@ async def test_otlp_http_export(collector: Collector) -> None:
 
 async def test_otlp_grpc_export() -> None:
     grpc = pytest.importorskip("grpc")
-    received: list[trace_service_pb2.ExportTraceServiceRequest] = []
+    received: list[otlp.ExportTraceServiceRequest] = []
     got = asyncio.Event()
 
     async def export(request, context):  # type: ignore[no-untyped-def]
         received.append(request)
         got.set()
-        return trace_service_pb2.ExportTraceServiceResponse()
+        return otlp.ExportTraceServiceResponse()
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "opentelemetry.proto.collector.trace.v1.TraceService",
         {"Export": grpc.unary_unary_rpc_method_handler(
             export,
-            request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
-            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+            request_deserializer=otlp.ExportTraceServiceRequest.FromString,
+            response_serializer=otlp.ExportTraceServiceResponse.SerializeToString,
         )})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -292,7 +291,7 @@ async def test_otlp_grpc_export() -> None:
             seen = r.json()["headers"]
             async with asyncio.timeout(10):
                 await got.wait()
-            span = received[0].resource_spans[0].scope_spans[0].spans[0]
+            span = otlp.scope_spans(received[0].resource_spans[0])[0].spans[0]
             assert span.trace_id.hex() == seen["x-b3-traceid"]
             assert span.span_id.hex() == seen["x-b3-spanid"]
             for _ in range(50):
