@@ -63,7 +63,12 @@ class NodeIdentity:
 
     @property
     def service_cluster(self) -> str:
-        return f"{self.workload_name or self.pod_name}.{self.namespace}"
+        """Envoy's ``node.cluster`` (the tracer's service name), as Istio's default
+        ``tracingServiceName: APP_LABEL_AND_NAMESPACE`` makes it: ``<app>.<namespace>``, else
+        ``<workload>.<namespace>``, else ``istio-proxy.<namespace>``."""
+        app = self.labels.get("app")
+        name = app or self.workload_name or self.pod_name or "istio-proxy"
+        return f"{name}.{self.namespace}"
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = dict(self.extra_metadata)

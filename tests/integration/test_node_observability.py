@@ -299,6 +299,10 @@ def test_spans_follow_the_bookinfo_request_path(node: Node) -> None:
     assert tags.get("component") == "proxy" and tags.get("guid:x-request-id"), tags
     assert tags.get("istio.canonical_service") == "productpage", tags
     assert tags.get("istio.namespace") == "default", tags
+    # The tracer's service name is Istio's <app>.<namespace>.
+    assert page_server["localEndpoint"]["serviceName"] == "productpage.default", page_server
+    assert {s["localEndpoint"]["serviceName"] for s in hop("SERVER", "reviews")} <= {
+        "reviews.default"}, spans
 
 
 TELEMETRY_FILTER = """
