@@ -125,6 +125,9 @@ async def test_cel_filtered_access_logs_in_istio_text_and_json(tmp_path: Path) -
             assert ids[m["request_id"]] == status
             assert (m["ua"], m["authority"]) == ("access-log-test", "app.example:8080")
             assert m["upstream_host"] == f"127.0.0.1:{app_port}"
+            # The proxy's end of the upstream connection.
+            assert m["upstream_local"].startswith("127.0.0.1:"), m["upstream_local"]
+            assert m["upstream_local"] != m["upstream_host"]
             assert (m["cluster"], m["route"]) == ("app", "default")
             assert m["downstream_local"] == f"127.0.0.1:{port}"
             assert m["downstream_remote"].startswith("127.0.0.1:")

@@ -35,6 +35,8 @@ class Http1ClientConnection(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
+        # The connection's own address (%UPSTREAM_LOCAL_ADDRESS%), read once per connection.
+        self.local_address: tuple[str, int] | None = None
         self.out: list[bytes] = []
         self.closed = False
         self.requests = 0
@@ -155,6 +157,7 @@ class Http1ClientConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.local_address = transport.get_extra_info("sockname")
 
     def data_received(self, data: bytes) -> None:
         if self._raw_peer is not None:

@@ -65,6 +65,10 @@ class Http2ClientStream:
         "_has_length",
     )
 
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return self.conn.local_address
+
     def __init__(self, conn: Http2ClientConnection, attempt: Any) -> None:
         self.conn = conn
         self.stream_id = 0
@@ -288,6 +292,7 @@ class Http2ClientConnection(Http2ConnectionBase):
         self.settings = settings
         self.h2c = new_h2_connection(client_side=True)
         self.transport: asyncio.Transport | None = None
+        self.local_address: tuple[str, int] | None = None
         self.streams: dict[int, Http2ClientStream] = {}
         self.closed = False
         self.going_away = False
@@ -332,6 +337,7 @@ class Http2ClientConnection(Http2ConnectionBase):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.local_address = transport.get_extra_info("sockname")
         self.h2c.initiate_connection()
         self.settings.start(self.h2c)
         self.flush()

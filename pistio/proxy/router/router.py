@@ -637,6 +637,9 @@ class RouterStream:
         if attempt.per_try_timer is not None:
             attempt.per_try_timer.cancel()
             attempt.per_try_timer = None
+        up = attempt.upstream
+        if up is not None:
+            self.s.info.upstream_local_address = up.local_address
         cluster = attempt.cluster
         stats = self.cluster_stats
         if status != 101:

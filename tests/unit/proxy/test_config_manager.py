@@ -282,7 +282,7 @@ def test_node_identity_follows_pilot_agent():
     assert meta["DNS_CAPTURE"] == "true"
     node = ident.node()
     assert (node.locality.region, node.locality.zone) == ("us-east1", "us-east1-a")
-    assert node.cluster == "reviews-v1.bookinfo"
+    assert node.cluster == "reviews.bookinfo"  # Istio: <app label>.<namespace>
     gateway = node_identity("router", env={}, pod="gw", namespace="istio-system", ip="10.0.0.9")
     assert gateway.node_id.startswith("router~10.0.0.9~gw.istio-system~")
     with pytest.raises(ValueError):
