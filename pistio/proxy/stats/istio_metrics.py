@@ -150,6 +150,10 @@ def render_labeled(labeled: Mapping[SeriesKey, Any], kind: str, out: list[str],
         if isinstance(value, HistogramData) != want_histogram:
             continue
         used = value.count > 0 if want_histogram else value != 0
+        if not used:
+            # Istio's series exist from their first increment: a handle taken early (a TCP
+            # connection's closed counter, at open) shows nothing until it counts.
+            continue
         if shows is not None and not shows(metric, used):
             continue
         families.setdefault(metric, []).append((labels, value))

@@ -275,6 +275,10 @@ async def test_tcp_stats_open_bytes_close() -> None:
         opened = series(proxy, "istio_tcp_connections_opened_total")
         assert list(opened.values()) == [1]
         assert list(series(proxy, "istio_tcp_connections_closed_total").values()) == [0]
+        # As in Istio, a series exists from its first increment: none for closed yet.
+        text = render_prometheus(proxy.store.snapshot())
+        assert "istio_tcp_connections_opened_total{" in text
+        assert "istio_tcp_connections_closed_total" not in text
         labels = dict(next(iter(opened)))
         assert (labels["reporter"], labels["request_protocol"], labels["destination_service"],
                 labels["source_workload"], labels["destination_workload"],
