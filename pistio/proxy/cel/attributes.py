@@ -48,31 +48,15 @@ def _header(headers: Any, name: bytes) -> str | None:
     return value.decode("utf-8", "surrogateescape") if value.__class__ is bytes else str(value)
 
 
-class HeaderMap(celtypes.MapType):
-    """A header record seen as CEL's ``map<string, string>``: single lookups go straight to the
-    record; the full map is built only when the expression iterates or sizes it."""
+class _LookupMap(celtypes.MapType):
+    """A CEL map whose entries are found by ``_lookup`` (``KeyError``: absent) rather than
+    stored: selection, ``get``, ``in`` and ``contains`` all go through it."""
 
-    def __init__(self, headers: Any) -> None:
-        super().__init__()
-        self._headers = headers
-        self._full = False
+    def _lookup(self, key: Any) -> Any:
+        raise NotImplementedError
 
-    def _lookup(self, key: Any) -> celtypes.StringType:
-        if not isinstance(key, str):
-            raise TypeError(f"no such overload: map<string, string>[{type(key).__name__}]")
-        value = _header(self._headers, key.lower().encode("latin-1", "replace"))
-        if value is None:
-            raise KeyError(key)
-        return celtypes.StringType(value)
-
-    def __getitem__(self, key: Any) -> celtypes.StringType:
+    def __getitem__(self, key: Any) -> Any:
         return self._lookup(key)
-
-    def plain(self, key: Any) -> str | None:
-        """One header's value as a plain string (``None``: absent)."""
-        if not isinstance(key, str):
-            return None
-        return _header(self._headers, key.lower().encode("latin-1", "replace"))
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -91,6 +75,30 @@ class HeaderMap(celtypes.MapType):
 
     def contains(self, item: Any) -> celtypes.BoolType:
         return celtypes.BoolType(item in self)
+
+
+class HeaderMap(_LookupMap):
+    """A header record seen as CEL's ``map<string, string>``: single lookups go straight to the
+    record; the full map is built only when the expression iterates or sizes it."""
+
+    def __init__(self, headers: Any) -> None:
+        super().__init__()
+        self._headers = headers
+        self._full = False
+
+    def _lookup(self, key: Any) -> celtypes.StringType:
+        if not isinstance(key, str):
+            raise TypeError(f"no such overload: map<string, string>[{type(key).__name__}]")
+        value = _header(self._headers, key.lower().encode("latin-1", "replace"))
+        if value is None:
+            raise KeyError(key)
+        return celtypes.StringType(value)
+
+    def plain(self, key: Any) -> str | None:
+        """One header's value as a plain string (``None``: absent)."""
+        if not isinstance(key, str):
+            return None
+        return _header(self._headers, key.lower().encode("latin-1", "replace"))
 
     def _materialize(self) -> None:
         if self._full:
@@ -130,7 +138,7 @@ class HeaderMap(celtypes.MapType):
         return dict.values(self)
 
 
-class LazyAttributes(celtypes.MapType):
+class LazyAttributes(_LookupMap):
     """One attribute root (``request``, ``response``...): fields are computed on selection."""
 
     def __init__(self, info: StreamInfo, fields: Mapping[str, Field]) -> None:
@@ -146,27 +154,6 @@ class LazyAttributes(celtypes.MapType):
         if value is None:
             raise KeyError(key)
         return field[1](value)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._lookup(key)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        try:
-            return self._lookup(key)
-        except KeyError:
-            if default is not None:
-                return default
-            raise
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self._lookup(key)
-        except KeyError:
-            return False
-        return True
-
-    def contains(self, item: Any) -> celtypes.BoolType:
-        return celtypes.BoolType(item in self)
 
     def _materialize(self) -> dict[Any, Any]:
         out = {}

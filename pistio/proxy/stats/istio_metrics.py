@@ -149,12 +149,11 @@ def render_labeled(labeled: Mapping[SeriesKey, Any], kind: str, out: list[str],
     for (metric, labels), value in labeled.items():
         if isinstance(value, HistogramData) != want_histogram:
             continue
-        used = value.count > 0 if want_histogram else value != 0
-        if not used:
+        if not (value.count if want_histogram else value):
             # Istio's series exist from their first increment: a handle taken early (a TCP
             # connection's closed counter, at open) shows nothing until it counts.
             continue
-        if shows is not None and not shows(metric, used):
+        if shows is not None and not shows(metric, True):
             continue
         families.setdefault(metric, []).append((labels, value))
     for metric in sorted(families):
