@@ -257,11 +257,15 @@ def test_spans_follow_the_bookinfo_request_path(node: Node) -> None:
     address = _zipkin_address(node)
 
     def complete() -> list[dict]:
+        """The trace once every sidecar's spans arrived (each flushes on its own timer): a
+        CLIENT and a SERVER span for productpage, details and reviews, and every CLIENT span
+        answered by its SERVER child."""
         spans = _trace(address, trace_id)
-        names = " ".join(s.get("name", "") for s in spans)
-        # curl→productpage, productpage→details, productpage→reviews: client and server each.
-        if sum(s.get("kind") == "SERVER" for s in spans) >= 3 and "reviews" in names \
-                and "details" in names:
+        hops = {(s.get("kind"), s.get("name", "").split(".", 1)[0]) for s in spans}
+        server_parents = {s.get("parentId") for s in spans if s.get("kind") == "SERVER"}
+        if all((kind, svc) in hops for kind in ("CLIENT", "SERVER")
+               for svc in ("productpage", "details", "reviews")) and \
+                all(s["id"] in server_parents for s in spans if s.get("kind") == "CLIENT"):
             return spans
         return []
 
