@@ -1,11 +1,13 @@
 """In-process CPU cost of one request through the sidecar's HTTP path (not a test).
 
-The worker's real objects (listener manager, connection manager, fault and CORS filters,
-router, cluster manager, HTTP/1.1 pool and codecs) compiled from the same Istio-like config
-as bench/static_xds.py serves (``outbound``: the default outbound route with Istio's retry
-policy; ``inbound``: the default inbound route), driven synchronously through in-memory
-transports: a keep-alive request goes into the downstream codec, comes out of the upstream
-connection, a 1 KiB response goes back in and comes out downstream. No sockets, no event
+The worker's real objects (listener manager, connection manager, peer metadata exchange,
+fault and CORS filters, router, cluster manager, HTTP/1.1 pool and codecs) compiled from the
+same sidecar-like config as bench/static_xds.py serves (``outbound``: the default outbound
+route with Istio's retry policy; ``inbound``: the default inbound route), driven
+synchronously through in-memory transports: a keep-alive request goes into the downstream
+codec, comes out of the upstream connection, a 1 KiB response goes back in and comes out
+downstream. As between two sidecars, the peer's ``x-envoy-peer-metadata`` headers come with
+the response (outbound) or the request (inbound). No sockets, no event
 loop wake-ups: what is measured is the Python work per request and hop, which is what the
 proxy adds on top of a bare relay (bench/dataplane.py measures the real thing).
 
@@ -49,8 +51,26 @@ from tests.unit.proxy.http_fixtures import (  # noqa: E402
 )
 
 BODY = b"x" * 1024
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n"
-            % len(BODY)) + BODY
+
+
+def node_metadata(app: str, ip: str) -> dict[str, Any]:
+    """A bench pod's sidecar metadata, as the injector gives it."""
+    return {
+        "NAME": f"{app}-nl84dz6s8h-v6lm2", "NAMESPACE": "bench", "WORKLOAD_NAME": app,
+        "SERVICE_ACCOUNT": "default", "CLUSTER_ID": "Kubernetes", "MESH_ID": "cluster.local",
+        "APP_CONTAINERS": app, "INSTANCE_IPS": ip, "INTERCEPTION_MODE": "REDIRECT",
+        "LABELS": {"app": app, "pod-template-hash": "nl84dz6s8h",
+                   "security.istio.io/tlsMode": "istio"},
+    }
+
+
+def peer_headers(pkg: str, app: str, ip: str) -> bytes:
+    """The exchange headers a sidecar of ``app`` sends."""
+    meta = importlib.import_module(f"{pkg}.proxy.telemetry.peer_metadata")
+    node_id = f"sidecar~{ip}~{app}-nl84dz6s8h-v6lm2.bench~bench.svc.cluster.local"
+    value = meta.encode_peer_metadata(node_metadata(app, ip))
+    return (b"x-envoy-peer-metadata-id: %s\r\nx-envoy-peer-metadata: %s\r\n"
+            % (node_id.encode(), value))
 
 
 class MemoryTransport:
@@ -117,6 +137,13 @@ class Path1:
         loop = asyncio.get_running_loop()
         m = self._m
         T = m("xds.types")
+        # This hop is the client's sidecar (outbound) or the server's (inbound).
+        own, peer = (("client", "10.248.0.5"), ("server", "10.248.0.2"))[::1 if self.kind ==
+                                                                         "outbound" else -1]
+        m("proxy.telemetry.peer_metadata").set_local_node(
+            f"sidecar~{own[1]}~{own[0]}-nl84dz6s8h-v6lm2.bench~bench.svc.cluster.local",
+            node_metadata(*own))
+        extra = peer_headers(self.pkg, *peer)
         self.holder = m("proxy.runtime.snapshot").SnapshotHolder()
         self.store = m("proxy.stats.store").StatsStore()
         self.clusters = m("proxy.runtime.cluster_manager").ClusterManager(loop=loop,
@@ -162,20 +189,28 @@ class Path1:
         protocol = hcm.connection(info)
         self.down_transport.protocol = protocol
         protocol.connection_made(self.down_transport)
-        self.request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+        host = b"Host: 127.0.0.1:%d\r\n" % port
+        response_head = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n"
+                         % len(BODY))
+        if self.kind == "outbound":
+            self.request = b"GET / HTTP/1.1\r\n" + host + b"\r\n"
+            self.response = response_head + extra + b"\r\n" + BODY
+        else:
+            self.request = b"GET / HTTP/1.1\r\n" + host + extra + b"\r\n"
+            self.response = response_head + b"\r\n" + BODY
         self.run(2000)  # warm-up
 
     def run(self, n: int) -> float:
         """CPU microseconds per request over ``n`` requests."""
         down, up, upstream = self.down_transport, self.up_transport, self.upstream
-        request = self.request
+        request, response = self.request, self.response
         start = time.process_time()
         for _ in range(n):
             down.protocol.data_received(request)
             if not up.written:
                 raise RuntimeError("the request did not reach the upstream")
             up.written.clear()
-            upstream.data_received(RESPONSE)
+            upstream.data_received(response)
             if not down.written or up.closed or down.closed:
                 raise RuntimeError("no response downstream, or a connection was closed")
             down.written.clear()

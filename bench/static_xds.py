@@ -1,8 +1,9 @@
 """A static control plane for bench/dataplane.py's ``--router`` path (not a test).
 
 Serves one ``pistio proxy router`` an Istio-sidecar-like HTTP listener on 127.0.0.1 over ADS:
-a connection manager as ``pistio discovery`` builds it (AUTO codec, fault, CORS, router, UUID
-request ids, no stream idle timeout, RDS), and a route table with one catch-all route to an
+a connection manager as ``pistio discovery`` builds it for a sidecar with telemetry off (AUTO
+codec, Istio's peer metadata exchange, fault, CORS, router, UUID request ids, no stream idle
+timeout, RDS), and a route table with one catch-all route to an
 EDS cluster holding one endpoint. ``--kind outbound`` uses Istio's default outbound route (the
 default retry policy: 2 retries on connect-failure, refused-stream, unavailable, cancelled and
 503, previous-hosts predicate, no timeout); ``--kind inbound`` the default inbound route.
@@ -40,6 +41,7 @@ from pistio.pilot.networking.route_translation import (  # noqa: E402
     build_default_inbound_route,
     build_default_outbound_route,
 )
+from pistio.pilot.telemetry.metrics import metadata_exchange_filter  # noqa: E402
 from pistio.xds import types as T  # noqa: E402
 from pistio.xds.any_codec import pack  # noqa: E402
 from pistio.xds.testing import StaticGenerator, XdsHarness  # noqa: E402
@@ -60,7 +62,9 @@ def listener(port: int, kind: str) -> listener_pb2.Listener:
     hcm.upgrade_configs.add(upgrade_type="websocket")
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = "8080"
-    hcm.http_filters.extend([fault_filter(), cors_filter(), router_filter()])
+    # A sidecar's chain with telemetry off: the exchange filter stays (Istio's appendMxFilter).
+    hcm.http_filters.extend([metadata_exchange_filter(kind == "inbound"), fault_filter(),
+                             cors_filter(), router_filter()])
     hcm.request_id_extension.typed_config.CopyFrom(pack(uuid_pb2.UuidRequestIdConfig(
         use_request_id_for_trace_sampling=wrappers_pb2.BoolValue(value=True))))
     return listener_pb2.Listener(

@@ -97,36 +97,44 @@ class RequestHead:
 
 
 class RequestIdGenerator:
-    """Random UUID4 request ids as bytes, from one ``os.urandom`` read per 256 ids.
+    """Random UUID4 request ids as bytes, made 256 at a time from one ``os.urandom`` read.
 
-    ``str(uuid.uuid4())`` costs about 2.6 µs here; formatting from a pre-read random block costs
-    about 0.6 µs. The version nibble is 4 and the variant bits are 10, as RFC 9562 requires.
+    ``str(uuid.uuid4())`` costs about 2.6 µs here and formatting one id from a random block
+    about 0.7 µs. A batch does its work in C over the whole block: two ``translate`` calls set
+    the version and variant bits of every id, one ``hexlify`` encodes it, and 32 strided slice
+    assignments lay the hex digits out between the dashes; taking an id is a list pop. The
+    version nibble is 4 and the variant bits are 10, as RFC 9562 requires.
     """
 
-    __slots__ = ("_block", "_pos")
+    __slots__ = ("_ids",)
 
     _IDS_PER_READ = 256
+    # byte 6: version 4 in the high nibble; byte 8: variant 10 in the two high bits.
+    _VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))
+    _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+    # hex digit j of an id -> its place in ``8-4-4-4-12`` (a dash before digits 8, 12, 16, 20).
+    _PLACES = tuple((j, j + (j >= 8) + (j >= 12) + (j >= 16) + (j >= 20)) for j in range(32))
+    _LINE = b"-" * 36 + b"\n"  # one id: the dashes stay where no digit lands
 
     def __init__(self) -> None:
-        self._block = b""
-        self._pos = 0
+        self._ids: list[bytes] = []
 
     def __call__(self) -> bytes:
-        pos = self._pos
-        if pos >= len(self._block):
-            self._block = os.urandom(16 * self._IDS_PER_READ)
-            pos = 0
-        self._pos = pos + 16
-        raw = self._block[pos : pos + 16]
-        h = binascii.hexlify(raw)
-        return b"%s-%s-4%s-%c%s-%s" % (
-            h[:8],
-            h[8:12],
-            h[13:16],
-            b"89ab"[raw[8] & 3],
-            h[17:20],
-            h[20:],
-        )
+        ids = self._ids
+        if not ids:
+            ids = self._ids = self._batch()
+        return ids.pop()
+
+    def _batch(self) -> list[bytes]:
+        n = self._IDS_PER_READ
+        raw = bytearray(os.urandom(16 * n))
+        raw[6::16] = raw[6::16].translate(self._VERSION)
+        raw[8::16] = raw[8::16].translate(self._VARIANT)
+        digits = binascii.hexlify(raw)
+        out = bytearray(self._LINE * n)
+        for src, dst in self._PLACES:
+            out[dst::37] = digits[src::32]
+        return bytes(out[:-1]).split(b"\n")
 
 
 def apply_request_edits(

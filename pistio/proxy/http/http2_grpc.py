@@ -110,7 +110,8 @@ def trailers_only_reply(status: int, body: bytes | None, extra: Fields) -> Field
 
 def grpc_status_of(fields: Fields) -> int | None:
     """The ``grpc-status`` in a header block (a trailers-only response), if any."""
+    size = len(GRPC_STATUS)
     for name, value in fields:
-        if name.lower() == GRPC_STATUS:
+        if len(name) == size and name.lower() == GRPC_STATUS:
             return int(value) if value.isdigit() else None
     return None

@@ -34,7 +34,6 @@ from pistio.proxy.telemetry.plugin_config import MetadataExchangeConfig
 if TYPE_CHECKING:
     from pistio.proxy.http.connection_manager import ActiveStream
 
-_X = (ord("x"), ord("X"))
 _NAMES = frozenset({PEER_METADATA_HEADER, PEER_METADATA_ID_HEADER})
 _LENGTHS = frozenset(len(n) for n in _NAMES)
 _PASSTHROUGH = "PassthroughCluster"
@@ -87,8 +86,7 @@ class MetadataExchangeFilter:
                 # One pass over the headers for both names (the codec keeps the client's case).
                 index.pop(PEER_METADATA_HEADER, None)
                 index.pop(PEER_METADATA_ID_HEADER, None)
-                head.fields = [f for f in head.fields
-                               if len(f[0]) not in _LENGTHS or f[0].lower() not in _NAMES]
+                head.fields = _take_exchange_headers(head.fields)[0]
         if cfg.propagate_upstream and not self._skips(s):
             head.set(PEER_METADATA_ID_HEADER, self.own_id)
             head.set(PEER_METADATA_HEADER, self.own_value)
@@ -100,16 +98,7 @@ class MetadataExchangeFilter:
         if cfg.upstream_headers or cfg.upstream_workload:
             value = peer_id = None
             if cfg.upstream_headers:
-                for name, v in fields:
-                    if name and name[0] in _X:
-                        lower = name.lower()
-                        if lower == PEER_METADATA_HEADER:
-                            value = v
-                        elif lower == PEER_METADATA_ID_HEADER:
-                            peer_id = v
-                if value is not None or peer_id is not None:
-                    fields = [f for f in fields
-                              if len(f[0]) not in _LENGTHS or f[0].lower() not in _NAMES]
+                fields, value, peer_id = _take_exchange_headers(fields)
             peer = decode_peer_metadata(value, peer_id) if value is not None else None
             if peer is None and cfg.upstream_workload:
                 router = s.router
@@ -122,3 +111,27 @@ class MetadataExchangeFilter:
             fields = [*fields, (PEER_METADATA_ID_HEADER, self.own_id),
                       (PEER_METADATA_HEADER, self.own_value)]
         return fields
+
+
+def _take_exchange_headers(fields: Fields) -> tuple[Fields, bytes | None, bytes | None]:
+    """``fields`` without the two exchange headers (any case), and their values. One pass;
+    the list is copied only from the first exchange header on (a sidecar appends them last)."""
+    value = peer_id = None
+    kept: Fields | None = None
+    for i, field in enumerate(fields):
+        name = field[0]
+        if len(name) in _LENGTHS:
+            lower = name.lower()
+            if lower == PEER_METADATA_HEADER:
+                value = field[1]
+            elif lower == PEER_METADATA_ID_HEADER:
+                peer_id = field[1]
+            else:
+                if kept is not None:
+                    kept.append(field)
+                continue
+            if kept is None:
+                kept = fields[:i]
+        elif kept is not None:
+            kept.append(field)
+    return (fields if kept is None else kept), value, peer_id
