@@ -116,6 +116,10 @@ class MemoryTransport:
     abort = close
 
 
+def _nothing() -> None:
+    pass
+
+
 def pack(msg: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(msg)
@@ -198,19 +202,28 @@ class Path1:
         else:
             self.request = b"GET / HTTP/1.1\r\n" + host + extra + b"\r\n"
             self.response = response_head + b"\r\n" + BODY
+        # Complete exchanges are written when the loop's turn is over; this synchronous driver
+        # ends the "turn" itself after each read (versions before deferred writes: no-op).
+        try:
+            self.turn_over = m("proxy.http.deferred_writes").deferred_writes(loop).flush_pending
+        except ImportError:
+            self.turn_over = _nothing
         self.run(2000)  # warm-up
 
     def run(self, n: int) -> float:
         """CPU microseconds per request over ``n`` requests."""
         down, up, upstream = self.down_transport, self.up_transport, self.upstream
         request, response = self.request, self.response
+        turn_over = self.turn_over
         start = time.process_time()
         for _ in range(n):
             down.protocol.data_received(request)
+            turn_over()
             if not up.written:
                 raise RuntimeError("the request did not reach the upstream")
             up.written.clear()
             upstream.data_received(response)
+            turn_over()
             if not down.written or up.closed or down.closed:
                 raise RuntimeError("no response downstream, or a connection was closed")
             down.written.clear()

@@ -179,7 +179,10 @@ class Http1ClientConnection(asyncio.Protocol):
             self._renew_parser = False
             self._parser = httptools.HttpResponseParser(self)
         if down is not None:
-            down.flush()
+            if self._stream is None:
+                self.pool.writes.add(down)  # the exchange is over: write at the turn's end
+            else:
+                down.flush()  # a body streams on: back-pressure stays immediate
 
     def eof_received(self) -> bool | None:
         return None

@@ -67,6 +67,7 @@ from pistio.proxy.config.route_action import (
 )
 from pistio.proxy.config.route_table import Route
 from pistio.proxy.http import http2_grpc as grpc
+from pistio.proxy.http.deferred_writes import deferred_writes
 from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
 from pistio.proxy.http.headers import (
     X_ENVOY_DECORATOR_OPERATION,
@@ -122,6 +123,8 @@ class RouterContext:
         self.loop = loop
         self.clusters = clusters
         self.store = store
+        # Complete requests are written when the loop's turn is over (deferred_writes).
+        self.writes = deferred_writes(loop)
         self._cluster_stats: dict[str, ClusterStats] = {}
         self.pending: dict[ClusterRuntime, deque[RouterStream]] = {}
 
@@ -563,7 +566,10 @@ class RouterStream:
         pool.acquire(attempt)
         up = attempt.upstream
         if up is not None:
-            up.flush()
+            if self.request_done:
+                self.ctx.writes.add(up)  # the whole request is queued: write at turn's end
+            else:
+                up.flush()  # a body streams on: back-pressure needs the head out now
 
     def _cluster_initialized(self) -> None:
         if not self.done:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pistio.proxy.http.deferred_writes import deferred_writes
 from pistio.proxy.http.http1_upstream import Http1ClientConnection
 from pistio.proxy.http.http2_downstream import Http2Settings
 from pistio.proxy.http.stream_events import UpstreamFailure
@@ -53,6 +54,8 @@ class Http1ConnectionPool:
         tls: UpstreamTls | None = None,
     ) -> None:
         self.loop = loop
+        # Finished responses go downstream when the loop's turn is over (deferred_writes).
+        self.writes = deferred_writes(loop)
         self.host = host
         self.port = port
         self.options = options
