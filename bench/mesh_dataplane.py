@@ -10,8 +10,10 @@ directory, bridge, pod subnet 10.248.<x>.0/24 and discovery port) runs two names
   Istio's iptables capture;
 - ``bench-plain`` (no injection): the same pods without sidecars.
 
-Five paths, measured one after the other with wrk run inside a client pod (``ip netns exec``),
-HTTP/1.1 keep-alive:
+Six paths, measured with wrk run inside a client pod (``ip netns exec``), HTTP/1.1
+keep-alive, in ``--rounds`` rounds (3 by default) that interleave paths 1-5 (path 6 follows,
+as many times): every figure reported is the median of its path's rounds, so a disturbance
+on the two shared cores costs one round of each path instead of skewing a whole path:
 
 1. direct: wrk → server pod IP:8080 (plain pods);
 2. pistio x2 plaintext: wrk → ``server-plaintext.bench.svc.cluster.local:8080`` (ClusterIP,
@@ -58,6 +60,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -508,6 +511,7 @@ class PathResult:
     kind: str = ""  # "plaintext" or "TLS": which proxies compare with which
     run_queue_wait: list[float] = field(default_factory=list)  # share of the throughput run
     note: str = ""
+    rounds_rps: list[float] = field(default_factory=list)  # each round's throughput
 
 
 def measure(name: str, netns: str, url: str, proxies: list[Proxy],
@@ -530,6 +534,34 @@ def measure(name: str, netns: str, url: str, proxies: list[Proxy],
     return PathResult(name, load, paced, proxies, cpu, [p.rss_kb() for p in proxies],
                       os.getloadavg(), (host_after - host_before) / load.requests * 1000,
                       run_queue_wait=waits)
+
+
+def median_of(runs: list[PathResult]) -> PathResult:
+    """One path's rounds as one result: the median of every figure (throughput, latency,
+    CPU per proxy, waits), the largest RSS; ``rounds_rps`` keeps each round's throughput."""
+    first = runs[0]
+
+    def wrk_median(results: list[WrkResult]) -> WrkResult:
+        return WrkResult(
+            statistics.median(w.rps for w in results),
+            int(statistics.median(w.requests for w in results)),
+            statistics.median(w.p50_ms for w in results),
+            statistics.median(w.p90_ms for w in results),
+            statistics.median(w.p99_ms for w in results),
+            "; ".join(w.errors for w in results if w.errors))
+
+    cpu = [tuple(statistics.median(r.cpu_per_1000[i][k] for r in runs) for k in range(3))
+           for i in range(len(first.cpu_per_1000))]
+    rss = [tuple(max(r.rss_kb[i][k] for r in runs) for k in range(3))
+           for i in range(len(first.rss_kb))]
+    waits = [statistics.median(r.run_queue_wait[i] for r in runs)
+             for i in range(len(first.run_queue_wait))]
+    return PathResult(
+        first.name, wrk_median([r.load for r in runs]), wrk_median([r.paced for r in runs]),
+        first.proxies, cpu, rss, runs[-1].loadavg,  # type: ignore[arg-type]
+        statistics.median(r.host_cpu_per_1000 for r in runs), first.kind, waits,
+        "; ".join(dict.fromkeys(r.note for r in runs if r.note)),
+        [r.load.rps for r in runs])
 
 
 def profile(netns: str, url: str, proxies: list[Proxy], args: argparse.Namespace) -> None:
@@ -572,7 +604,8 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
     print(f"\n`{command}`\n")
     shared = " (wrk and the servers share the proxies' cores)" if len(args.cores) < 4 else ""
     print(f"HTTP/1.1 keep-alive, {BODY_SIZE} B responses, wrk -t1 -c{args.connections} "
-          f"-d{args.duration}s inside the client pod; paced: {PACED_CONNECTIONS} connections at "
+          f"-d{args.duration}s inside the client pod, the median of {args.rounds} interleaved "
+          f"rounds; paced: {PACED_CONNECTIONS} connections at "
           f"~{FIXED_RATE} rps; proxies pinned A → core {args.core_a}, B → core {args.core_b}; "
           f"{len(args.cores)} CPUs{shared}; load average before: "
           f"{' '.join(f'{x:.2f}' for x in args.load_before)}\n")
@@ -594,6 +627,9 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
               f"| {worker_rss} | {' '.join(f'{x:.2f}' for x in r.loadavg)} |")
     print("\n- host CPU: every process and the kernel (wrk, server, proxies, veth, "
           "iptables), from /proc/stat; +pNN: paced latency minus direct's")
+    for r in results:
+        if len(r.rounds_rps) > 1:
+            print(f"- {r.name}: rps per round " + ", ".join(f"{x:.0f}" for x in r.rounds_rps))
     for r in results:
         for label, w in (("throughput run", r.load), ("paced run", r.paced)):
             if w.errors:
@@ -671,15 +707,23 @@ def write_manifests(directory: Path) -> None:
 
 
 def measure_pistio(kind: str, mesh: dict[str, Pod], sidecars: list[Proxy],
-                   args: argparse.Namespace, paced: str) -> PathResult:
+                   args: argparse.Namespace, paced: str, checked: dict[str, PathResult]
+                   ) -> PathResult:
     """The mesh path to ``server`` (auto mTLS) or ``server-plaintext`` (tls DISABLE), with
-    the server sidecar's counters telling which one the sidecar-to-sidecar hop really was."""
+    the server sidecar's counters telling which one the sidecar-to-sidecar hop really was
+    (read in the first round, which opens the connections; later rounds reuse them and
+    carry the first round's verdict, kept in ``checked``)."""
     host = "server" if kind == "TLS" else "server-plaintext"
     url = f"http://{host}.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"
     before = tls_counts(mesh["server"].netns)
     check_path(mesh["client"].netns, url, through_sidecars=True)
     result = measure(f"pistio x2 {kind}", mesh["client"].netns, url, sidecars, args, paced)
     result.kind = kind
+    first = checked.get(kind)
+    if first is not None:
+        result.name, result.kind, result.note = first.name, first.kind, first.note
+        return result
+    checked[kind] = result
     handshakes, plaintext = (a - b for a, b in
                              zip(tls_counts(mesh["server"].netns), before, strict=True))
     if kind == "plaintext" and (handshakes or not plaintext):
@@ -697,9 +741,10 @@ def measure_pistio(kind: str, mesh: dict[str, Pod], sidecars: list[Proxy],
 
 def measure_with_telemetry(node: PrivateNode, manifests: Path, mesh: dict[str, Pod],
                            sidecars: list[Proxy], args: argparse.Namespace,
-                           paced: str) -> PathResult:
-    """Path 2 again once the telemetry-off Telemetry is deleted (the mesh defaults: metrics,
-    peer metadata exchange, tracing at 1% to Zipkin), checked on the server sidecar."""
+                           paced: str) -> list[PathResult]:
+    """Path 2 again (``--rounds`` times) once the telemetry-off Telemetry is deleted (the mesh
+    defaults: metrics, peer metadata exchange, tracing at 1% to Zipkin), checked on the
+    server sidecar."""
     node.pistio("delete", "-f", str(manifests / "20-telemetry-off.yaml"), timeout=60)
     url = f"http://server-plaintext.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"
     deadline = time.monotonic() + 30
@@ -708,17 +753,20 @@ def measure_with_telemetry(node: PrivateNode, manifests: Path, mesh: dict[str, P
         if istio_requests(mesh["server"].netns) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    before = istio_requests(mesh["server"].netns)
-    if not before:
-        raise RuntimeError("+telemetry: no istio_requests_total on the server sidecar")
-    result = measure("pistio x2 plaintext +telemetry", mesh["client"].netns, url, sidecars,
-                     args, paced)
-    result.kind = "telemetry"
-    counted = istio_requests(mesh["server"].netns) - before
-    if counted < result.load.requests:
-        raise RuntimeError(f"+telemetry: the server sidecar counted {counted} of "
-                           f"{result.load.requests} requests")
-    return result
+    runs = []
+    for _ in range(args.rounds):
+        before = istio_requests(mesh["server"].netns)
+        if not before:
+            raise RuntimeError("+telemetry: no istio_requests_total on the server sidecar")
+        result = measure("pistio x2 plaintext +telemetry", mesh["client"].netns, url, sidecars,
+                         args, paced)
+        result.kind = "telemetry"
+        counted = istio_requests(mesh["server"].netns) - before
+        if counted < result.load.requests:
+            raise RuntimeError(f"+telemetry: the server sidecar counted {counted} of "
+                               f"{result.load.requests} requests")
+        runs.append(result)
+    return runs
 
 
 def start_haproxy(kind: str, plain: dict[str, Pod], procs: Processes, tls: dict[str, Path],
@@ -748,14 +796,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every path this many times, interleaved; report medians")
     parser.add_argument("--up-timeout", type=int, default=180,
                         help="seconds for `pistio up` to get every pod ready")
     parser.add_argument("--profile", metavar="DIR",
                         help="after measuring, sample each sidecar worker with py-spy during "
                              "one more throughput run of the mTLS mesh path (collapsed stacks)")
     args = parser.parse_args()
-    if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 1000:
-        parser.error("--duration 1..600 and --connections 1..1000")
+    if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 1000 or not (
+            1 <= args.rounds <= 20):
+        parser.error("--duration 1..600, --connections 1..1000 and --rounds 1..20")
     if os.geteuid() != 0:
         print("bench/mesh_dataplane.py must run as root: it starts a private pistio node "
               "(network namespaces, a bridge, iptables). Try: "
@@ -804,18 +855,27 @@ def main() -> int:
 
         direct_url = f"http://{plain['server'].ip}:{SERVER_PORT}/"
         check_path(plain["client"].netns, direct_url, through_sidecars=False)
-        results.append(measure("direct", plain["client"].netns, direct_url, [], args,
-                               str(paced)))
-        for kind, (url, proxies) in haproxies.items():
-            results.append(measure_pistio(kind, mesh, sidecars, args, str(paced)))
+        for url, _ in haproxies.values():
             check_path(plain["client"].netns, url, through_sidecars=False)
-            results.append(measure(f"haproxy x2 {kind}", plain["client"].netns, url, proxies,
-                                   args, str(paced)))
-            results[-1].kind = kind
+        # Rounds interleave the paths, so that a disturbance on the shared cores hits one
+        # round of each rather than all of one path; each figure is the median of its rounds.
+        rounds: dict[str, list[PathResult]] = {}
+        checked: dict[str, PathResult] = {}
+        for n in range(args.rounds):
+            print(f"round {n + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            runs = [measure("direct", plain["client"].netns, direct_url, [], args, str(paced))]
+            for kind, (url, proxies) in haproxies.items():
+                runs.append(measure_pistio(kind, mesh, sidecars, args, str(paced), checked))
+                runs.append(measure(f"haproxy x2 {kind}", plain["client"].netns, url, proxies,
+                                    args, str(paced)))
+                runs[-1].kind = kind
+            for run_result in runs:
+                rounds.setdefault(run_result.name, []).append(run_result)
+        results.extend(median_of(runs) for runs in rounds.values())
         if istio_requests(mesh["server"].netns):
             raise RuntimeError("telemetry-off: the server sidecar still counts Istio metrics")
-        results.append(measure_with_telemetry(node, manifests, mesh, sidecars, args,
-                                              str(paced)))
+        results.append(median_of(measure_with_telemetry(node, manifests, mesh, sidecars, args,
+                                                        str(paced))))
 
         if args.profile:
             mesh_url = f"http://server.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"
