@@ -17,8 +17,11 @@ whatever flushes it first writes everything queued, and the held flush finds not
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 from weakref import WeakKeyDictionary
+
+log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
@@ -51,7 +54,10 @@ class DeferredWrites:
         if pending:
             self.pending = []
             for conn in pending:
-                conn.flush()
+                try:
+                    conn.flush()
+                except Exception:  # one broken connection must not hold the others' replies
+                    log.exception("deferred write failed")
 
 
 _by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, DeferredWrites] = WeakKeyDictionary()

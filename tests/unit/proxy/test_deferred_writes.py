@@ -78,6 +78,25 @@ def test_one_callback_per_turn_and_flush_pending_writes_at_once() -> None:
     uvloop.run(scenario())
 
 
+class BrokenConnection(FakeConnection):
+    def flush(self) -> None:
+        raise OSError("transport gone")
+
+
+def test_a_failing_flush_does_not_hold_back_the_others() -> None:
+    async def scenario() -> None:
+        writes = DeferredWrites(asyncio.get_running_loop())
+        log: list[tuple[str, bytes]] = []
+        broken, fine = BrokenConnection("x", log), FakeConnection("ok", log)
+        fine.out.append(b"reply")
+        writes.add(broken)
+        writes.add(fine)
+        await asyncio.sleep(0)
+        assert log == [("ok", b"reply")]
+
+    uvloop.run(scenario())
+
+
 def test_each_loop_has_its_own_writes() -> None:
     async def first() -> DeferredWrites:
         loop = asyncio.get_running_loop()
