@@ -715,11 +715,11 @@ def measure_pistio(kind: str, mesh: dict[str, Pod], sidecars: list[Proxy],
     carry the first round's verdict, kept in ``checked``)."""
     host = "server" if kind == "TLS" else "server-plaintext"
     url = f"http://{host}.{MESH_NS}.svc.cluster.local:{SERVER_PORT}/"
-    before = tls_counts(mesh["server"].netns)
+    first = checked.get(kind)
+    before = tls_counts(mesh["server"].netns) if first is None else (0, 0)
     check_path(mesh["client"].netns, url, through_sidecars=True)
     result = measure(f"pistio x2 {kind}", mesh["client"].netns, url, sidecars, args, paced)
     result.kind = kind
-    first = checked.get(kind)
     if first is not None:
         result.name, result.kind, result.note = first.name, first.kind, first.note
         return result

@@ -64,13 +64,16 @@ def node_metadata(app: str, ip: str) -> dict[str, Any]:
     }
 
 
+def node_id(app: str, ip: str) -> str:
+    return f"sidecar~{ip}~{app}-nl84dz6s8h-v6lm2.bench~bench.svc.cluster.local"
+
+
 def peer_headers(pkg: str, app: str, ip: str) -> bytes:
     """The exchange headers a sidecar of ``app`` sends."""
     meta = importlib.import_module(f"{pkg}.proxy.telemetry.peer_metadata")
-    node_id = f"sidecar~{ip}~{app}-nl84dz6s8h-v6lm2.bench~bench.svc.cluster.local"
     value = meta.encode_peer_metadata(node_metadata(app, ip))
     return (b"x-envoy-peer-metadata-id: %s\r\nx-envoy-peer-metadata: %s\r\n"
-            % (node_id.encode(), value))
+            % (node_id(app, ip).encode(), value))
 
 
 class MemoryTransport:
@@ -142,11 +145,9 @@ class Path1:
         m = self._m
         T = m("xds.types")
         # This hop is the client's sidecar (outbound) or the server's (inbound).
-        own, peer = (("client", "10.248.0.5"), ("server", "10.248.0.2"))[::1 if self.kind ==
-                                                                         "outbound" else -1]
-        m("proxy.telemetry.peer_metadata").set_local_node(
-            f"sidecar~{own[1]}~{own[0]}-nl84dz6s8h-v6lm2.bench~bench.svc.cluster.local",
-            node_metadata(*own))
+        client, server = ("client", "10.248.0.5"), ("server", "10.248.0.2")
+        own, peer = (client, server) if self.kind == "outbound" else (server, client)
+        m("proxy.telemetry.peer_metadata").set_local_node(node_id(*own), node_metadata(*own))
         extra = peer_headers(self.pkg, *peer)
         self.holder = m("proxy.runtime.snapshot").SnapshotHolder()
         self.store = m("proxy.stats.store").StatsStore()

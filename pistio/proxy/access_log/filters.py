@@ -41,6 +41,7 @@ from pistio.proxy.access_log.stream_info import StreamInfo
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.route_match import compile_fraction, compile_header_matcher
 from pistio.proxy.config.unsupported import unsupported_fields
+from pistio.proxy.http.http2_grpc import grpc_status_for_http
 
 if TYPE_CHECKING:
     from pistio.proxy.cel import CelProgram
@@ -144,19 +145,12 @@ class _ResponseFlags(LogFilter):
         return bool(info.response_flags & self._mask)
 
 
-# Envoy's Grpc::Utility::httpToGrpcStatus for a response without grpc-status.
-_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
-
-
 def grpc_status_of(info: StreamInfo) -> int | None:
-    for headers in (info.response_trailers, info.response_headers):
-        if headers is not None:
-            raw = headers.get(b"grpc-status")
-            if raw is not None and raw.isdigit():
-                return int(raw)
-    if not info.response_code:
-        return None
-    return _HTTP_TO_GRPC.get(info.response_code, 2)  # UNKNOWN
+    """The response's grpc-status, else Envoy's httpToGrpcStatus of its HTTP status."""
+    status = info.grpc_status()
+    if status is not None or not info.response_code:
+        return status
+    return grpc_status_for_http(info.response_code)
 
 
 class _GrpcStatus(LogFilter):

@@ -274,15 +274,9 @@ def _grpc_status(style: str) -> Operator:
         raise FormatError("GrpcStatusFormatter only supports CAMEL_STRING, SNAKE_STRING or NUMBER.")
 
     def op(info: StreamInfo) -> Any:
-        raw = None
-        for headers in (info.response_trailers, info.response_headers):
-            if headers is not None:
-                raw = headers.get(b"grpc-status")
-                if raw is not None:
-                    break
-        if raw is None or not raw.isdigit():
+        code = info.grpc_status()
+        if code is None:
             return None
-        code = int(raw)
         if style == "NUMBER":
             return code
         names = _GRPC_SNAKE if style == "SNAKE_STRING" else _GRPC_CAMEL

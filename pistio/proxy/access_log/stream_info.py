@@ -28,6 +28,8 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from pistio.proxy.http.http2_grpc import GRPC_STATUS
+
 Address = tuple[str, int] | str
 
 
@@ -167,3 +169,13 @@ class StreamInfo:
         # istio.metadata_exchange filter: the client (inbound) or the server (outbound).
         self.downstream_peer: Any = None
         self.upstream_peer: Any = None
+
+    def grpc_status(self) -> int | None:
+        """The response's ``grpc-status`` (Envoy's ``Grpc::Common::getGrpcStatus``): the
+        trailers', else a trailers-only response's headers'; None when neither has a number."""
+        for headers in (self.response_trailers, self.response_headers):
+            if headers is not None:
+                raw = headers.get(GRPC_STATUS)
+                if raw is not None and raw.isdigit():
+                    return int(raw)
+        return None

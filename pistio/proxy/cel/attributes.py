@@ -249,15 +249,6 @@ def _headers_bytes(headers: Any) -> int:
     return 0
 
 
-def _grpc_status(info: StreamInfo) -> int | None:
-    for headers in (info.response_trailers, info.response_headers):
-        if headers is not None:
-            raw = headers.get(b"grpc-status")
-            if raw is not None and raw.isdigit():
-                return int(raw)
-    return None
-
-
 def _headers_of(slot: str) -> Getter:
     def get(info: StreamInfo) -> HeaderMap | None:
         headers = getattr(info, slot)
@@ -343,7 +334,7 @@ _RESPONSE: dict[str, Field] = {
     "code": (lambda info: info.response_code or None, _I),
     "code_details": (lambda info: info.response_code_details or None, _S),
     "flags": (lambda info: info.response_flags, _I),
-    "grpc_status": (_grpc_status, _I),
+    "grpc_status": (StreamInfo.grpc_status, _I),
     "headers": (_headers_of("response_headers"), _same),
     "headers_bytes": (lambda info: None if info.response_headers is None
                       else _headers_bytes(info.response_headers), _I),

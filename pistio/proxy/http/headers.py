@@ -38,6 +38,8 @@ X_FORWARDED_PROTO = b"x-forwarded-proto"
 X_ENVOY_EXPECTED_RQ_TIMEOUT_MS = b"x-envoy-expected-rq-timeout-ms"
 X_ENVOY_UPSTREAM_SERVICE_TIME = b"x-envoy-upstream-service-time"
 X_ENVOY_DECORATOR_OPERATION = b"x-envoy-decorator-operation"
+X_ENVOY_ORIGINAL_PATH = b"x-envoy-original-path"
+X_CLIENT_TRACE_ID = b"x-client-trace-id"
 
 Fields = list[tuple[bytes, bytes]]
 

@@ -72,6 +72,7 @@ from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
 from pistio.proxy.http.headers import (
     X_ENVOY_DECORATOR_OPERATION,
     X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+    X_ENVOY_ORIGINAL_PATH,
     Fields,
 )
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
@@ -88,7 +89,6 @@ if TYPE_CHECKING:
     from pistio.proxy.http.connection_manager import ActiveStream
     from pistio.proxy.upstream.host import Host
 
-X_ENVOY_ORIGINAL_PATH = b"x-envoy-original-path"
 X_ENVOY_ATTEMPT_COUNT = b"x-envoy-attempt-count"
 X_ENVOY_OVERLOADED = b"x-envoy-overloaded"
 X_FORWARDED_HOST = b"x-forwarded-host"

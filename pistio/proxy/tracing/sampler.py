@@ -21,9 +21,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-X_CLIENT_TRACE_ID = b"x-client-trace-id"
+from pistio.proxy.http.headers import X_CLIENT_TRACE_ID, X_REQUEST_ID
+
 X_ENVOY_FORCE_TRACE = b"x-envoy-force-trace"
-X_REQUEST_ID = b"x-request-id"
 DENOMINATOR = 10000
 
 _getrandbits = random.getrandbits

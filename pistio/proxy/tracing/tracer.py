@@ -31,6 +31,14 @@ from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 from pistio.proxy.access_log.response_flags import to_short_string
+from pistio.proxy.http.headers import (
+    X_CLIENT_TRACE_ID,
+    X_ENVOY_DECORATOR_OPERATION,
+    X_ENVOY_ORIGINAL_PATH,
+    X_FORWARDED_PROTO,
+    X_REQUEST_ID,
+)
+from pistio.proxy.http.http2_grpc import GRPC_CONTENT_TYPE
 from pistio.proxy.tracing.config import CustomTag, TracingConfig, ZipkinProvider
 from pistio.proxy.tracing.context import extract, inject
 from pistio.proxy.tracing.node import LocalNode
@@ -42,15 +50,9 @@ if TYPE_CHECKING:
 
 TRAFFIC_DIRECTION_OUTBOUND = 2  # envoy.config.core.v3.TrafficDirection
 
-_X_REQUEST_ID = b"x-request-id"
-_X_CLIENT_TRACE_ID = b"x-client-trace-id"
-_X_FORWARDED_PROTO = b"x-forwarded-proto"
-_X_ENVOY_ORIGINAL_PATH = b"x-envoy-original-path"
-_X_ENVOY_DECORATOR_OPERATION = b"x-envoy-decorator-operation"
 _X_DOWNSTREAM_CLUSTER = b"x-envoy-downstream-service-cluster"
 _USER_AGENT = b"user-agent"
 _CONTENT_TYPE = b"content-type"
-_GRPC_STATUS = b"grpc-status"
 
 
 def new_span_id() -> bytes:
@@ -144,7 +146,7 @@ class HttpTracer:
         if not self.outbound:
             # Envoy: the caller's x-envoy-decorator-operation names the server span (read
             # before this hop's router replaces it with its own route's decorator).
-            operation = index.get(_X_ENVOY_DECORATOR_OPERATION)
+            operation = index.get(X_ENVOY_DECORATOR_OPERATION)
             if operation:
                 span.name = operation.decode("latin-1")
         return span
@@ -164,8 +166,8 @@ class HttpTracer:
             else:
                 span.name = head.authority.decode("latin-1")
         tags = dict(self.static_tags)
-        tags["guid:x-request-id"] = _latin(index.get(_X_REQUEST_ID), "")
-        client_trace = index.get(_X_CLIENT_TRACE_ID)
+        tags["guid:x-request-id"] = _latin(index.get(X_REQUEST_ID), "")
+        client_trace = index.get(X_CLIENT_TRACE_ID)
         if client_trace is not None:
             tags["guid:x-client-trace-id"] = client_trace.decode("latin-1")
         tags["http.url"] = self._url(head)
@@ -188,15 +190,10 @@ class HttpTracer:
         code = info.response_code
         tags["http.status_code"] = str(code)
         content_type = index.get(_CONTENT_TYPE)
-        if content_type is not None and content_type.startswith(b"application/grpc"):
-            grpc_status = None
-            for source in (info.response_trailers, info.response_headers):
-                if source is not None:
-                    grpc_status = source.get(_GRPC_STATUS)
-                    if grpc_status is not None:
-                        break
+        if content_type is not None and content_type.startswith(GRPC_CONTENT_TYPE):
+            grpc_status = info.grpc_status()
             if grpc_status is not None:
-                tags["grpc.status_code"] = grpc_status.decode("latin-1")
+                tags["grpc.status_code"] = str(grpc_status)
         tags["response_flags"] = to_short_string(info.response_flags)
         if code == 0 or code >= 500:
             tags["error"] = "true"
@@ -228,10 +225,10 @@ class HttpTracer:
         """Envoy's ``http.url``: scheme, host and the original path, the path cut to
         ``max_path_tag_length``."""
         index = head.index
-        path = (index.get(_X_ENVOY_ORIGINAL_PATH) or head.target).decode("latin-1")
+        path = (index.get(X_ENVOY_ORIGINAL_PATH) or head.target).decode("latin-1")
         if path[:1] != "/" and "://" in path[:10]:
             return path[:self.max_path]  # absolute-form request target
-        scheme = (index.get(_X_FORWARDED_PROTO) or b"http").decode("latin-1")
+        scheme = (index.get(X_FORWARDED_PROTO) or b"http").decode("latin-1")
         return f"{scheme}://{head.authority.decode('latin-1')}{path[:self.max_path]}"
 
 

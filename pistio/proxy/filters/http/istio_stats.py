@@ -19,6 +19,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from pistio.proxy.access_log.response_flags import to_short_string
+from pistio.proxy.http.http2_grpc import GRPC_CONTENT_TYPE, grpc_status_for_http
 from pistio.proxy.stats.istio_metrics import HTTP_METRICS
 from pistio.proxy.stats.store import StatsStore
 from pistio.proxy.telemetry.labels import (
@@ -32,25 +33,19 @@ from pistio.proxy.telemetry.peer_metadata import local_node
 from pistio.proxy.telemetry.plugin_config import StatsConfig
 
 if TYPE_CHECKING:
+    from pistio.proxy.access_log.stream_info import StreamInfo
     from pistio.proxy.http.connection_manager import ActiveStream
 
 _MAX_KEYS = 8192
-_GRPC = b"application/grpc"
-# Envoy's Grpc::Utility::httpToGrpcStatus, for a gRPC response without grpc-status.
-_HTTP_TO_GRPC = {400: "13", 401: "16", 403: "7", 404: "12", 429: "14", 502: "14", 503: "14",
-                 504: "14"}
-
-
-def grpc_status(info: Any) -> str:
-    for headers in (info.response_trailers, info.response_headers):
-        if headers is not None:
-            raw = headers.get(b"grpc-status")
-            if raw is not None:
-                return raw.decode("latin-1")
-    code = info.response_code
-    if code == 0:
-        return ""
-    return _HTTP_TO_GRPC.get(code, "2")
+def grpc_status(info: StreamInfo) -> str:
+    """The grpc_response_status label: the response's grpc-status, else Envoy's
+    httpToGrpcStatus of its HTTP status ("" when nothing was sent)."""
+    status = info.grpc_status()
+    if status is None:
+        if info.response_code == 0:
+            return ""
+        status = grpc_status_for_http(info.response_code)
+    return str(status)
 
 
 class IstioStatsFilter:
@@ -87,7 +82,7 @@ class IstioStatsFilter:
         head = s.stream.head
         grpc = None
         content_type = head.index.get(b"content-type")
-        if content_type is not None and content_type.startswith(_GRPC):
+        if content_type is not None and content_type.startswith(GRPC_CONTENT_TYPE):
             grpc = grpc_status(info)
         if self.inbound:
             d = info.downstream
