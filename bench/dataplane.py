@@ -9,10 +9,11 @@ Four measurements in one run, all on 127.0.0.1, 1 KiB response bodies, keep-aliv
    both sides, same pinning), configured to do the sidecar's per-request work too: add
    x-request-id when absent, x-forwarded-proto, overwrite ``server``;
 4. with ``--router``, pistio router: wrk → ``pistio proxy router`` A → router B → upstream,
-   each an agent and one worker fed by its own static ADS server (bench/static_xds.py): an
+   each one process (``--concurrency 1``: the agent serves as its only worker) fed by its own
+   static ADS server (bench/static_xds.py): an
    Istio sidecar's connection manager (fault, CORS, router) and default outbound (A, with
    Istio's default retry policy) and inbound (B) routes to an EDS cluster; CPU and RSS are
-   the worker's (the agent is idle once the config is in; its RSS is reported apart);
+   the whole proxy's;
 5. the same paths at a fixed 1000 requests/s (wrk's per-connection ``delay()`` hook) for
    the latency each pair of hops adds at p50/p90/p99.
 
@@ -203,22 +204,10 @@ def run_wrk(port: int, duration: float, connections: int, script: str | None = N
     return parse_wrk(out)
 
 
-def worker_pid(agent: int, timeout: float = 15.0) -> int:
-    """The agent's (only) worker process."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for task in Path(f"/proc/{agent}/task").iterdir():
-            children = (task / "children").read_text().split()
-            if children:
-                return int(children[0])
-        time.sleep(0.05)
-    raise RuntimeError(f"agent {agent} started no worker")
-
-
 def start_router(procs: Processes, tmp: str, listen: int, upstream: int, kind: str,
-                 core: int) -> tuple[int, int]:
-    """A ``pistio proxy router`` (agent + 1 worker, pinned to ``core``) fed by a static ADS
-    server; (agent pid, worker pid) once it serves ``listen``."""
+                 core: int) -> int:
+    """A ``pistio proxy router`` (one process at concurrency 1, pinned to ``core``) fed by a
+    static ADS server; its pid once it serves ``listen``."""
     port_file = Path(tmp, f"xds-{kind}.port")
     procs.start([PYTHON, str(ROOT / "bench" / "static_xds.py"), "--listen-port", str(listen),
                  "--upstream-port", str(upstream), "--kind", kind, "--port-file",
@@ -235,7 +224,7 @@ def start_router(procs: Processes, tmp: str, listen: int, upstream: int, kind: s
          "--concurrency", "1", "--admin-port", "0", "--prometheus-port", "0",
          "--health-port", "0", "--log-level", "warning"])
     wait_listening(listen, 30)
-    return agent.pid, worker_pid(agent.pid)
+    return agent.pid
 
 
 @dataclass
@@ -278,7 +267,6 @@ def main() -> int:
     paths = set(args.paths.split(",")) if args.paths else {"relay", "haproxy"}
     if args.router:
         paths.add("router")
-    agent_rss: list[tuple[int, int]] = []
     cores = sorted(os.sched_getaffinity(0))
     core_a, core_b = cores[0], cores[1 % len(cores)]
 
@@ -299,13 +287,10 @@ def main() -> int:
 
         if "router" in paths:
             rb_port, ra_port = free_port(), free_port()
-            agent_b, worker_b = start_router(procs, tmp.name, rb_port, upstream_port,
-                                             "inbound", core_b)
-            agent_a, worker_a = start_router(procs, tmp.name, ra_port, rb_port, "outbound",
-                                             core_a)
-            results.append(measure("router x2", ra_port, [worker_a, worker_b], args.duration,
+            router_b = start_router(procs, tmp.name, rb_port, upstream_port, "inbound", core_b)
+            router_a = start_router(procs, tmp.name, ra_port, rb_port, "outbound", core_a)
+            results.append(measure("router x2", ra_port, [router_a, router_b], args.duration,
                                    args.connections, str(paced)))
-            agent_rss = [memory_kb(agent_a), memory_kb(agent_b)]
 
         if "relay" in paths:
             b_port, a_port = free_port(), free_port()
@@ -336,9 +321,6 @@ def main() -> int:
         tmp.cleanup()
 
     report(results, args)
-    if agent_rss:
-        print("router agents' RSS MB (A, B): "
-              + ", ".join(f"{kb / 1024:.1f}" for kb, _ in agent_rss))
     return 0
 
 

@@ -34,14 +34,15 @@ Paths 2 and 4 run with telemetry off (a Telemetry in the ``bench`` namespace dis
 metrics and span reporting), so that both proxies do the same job as HAProxy; deleting that
 Telemetry gives path 6, and its ratio to path 2 is the price of telemetry.
 
-One core per proxy: the client-side sidecar (worker and agent, every thread, ``taskset -a -p``)
+One core per proxy: the client-side sidecar (its one process at concurrency 1: the agent, which
+serves as worker 0; every thread, ``taskset -a -p``)
 and haproxy A on the first core, the server-side ones on the second; wrk and the servers are
 not pinned. For each path: throughput with ``--connections`` connections, then the latency at a
 fixed 1000 requests/s (bench/dataplane.py's paced wrk script, 10 connections) whose p50/p90/p99
 minus direct's is what the two hops add; CPU seconds per 1000 requests per proxy (utime+stime
-from /proc around the throughput run; a sidecar is its agent + worker processes), the whole
-host's busy CPU per 1000 requests (/proc/stat), and RSS per proxy (agent + worker, and the
-worker alone). Needs root; run it as
+from /proc around the throughput run; a sidecar is all its processes), the whole host's busy
+CPU per 1000 requests (/proc/stat), and RSS per proxy (the sum over its processes). Needs root;
+run it as
 
     sudo .venv/bin/python bench/mesh_dataplane.py --duration 10
 
@@ -94,6 +95,7 @@ SERVER_PORT = 8080
 # haproxy A listens on 127.0.0.1 in the plain client pod, B on the plain server pod's IP.
 HAPROXY_PORTS = {"plaintext": (15100, 8081), "TLS": (15101, 8443)}
 WORKER_MODULE = b"pistio.proxy.runtime.worker_process"
+AGENT_ARGS = b"\0proxy\0sidecar\0"
 PACED_CONNECTIONS = 10
 TOOLS = ("ip", "iptables", "iptables-restore", "setpriv", "curl", "wrk", "haproxy", "taskset")
 
@@ -350,7 +352,7 @@ def _ppid(pid: int) -> int:
 
 @dataclass
 class Proxy:
-    """One proxy: its processes (a sidecar: agent, worker; haproxy: one) and its core."""
+    """One proxy: its processes (a sidecar at concurrency 1 and haproxy: one) and its core."""
 
     name: str
     pids: list[int]
@@ -376,16 +378,15 @@ class Proxy:
 
 
 def sidecar(netns: str, name: str, core: int) -> Proxy:
+    """The pod's ``pistio proxy sidecar`` process: at concurrency 1 it is the whole proxy
+    (agent and worker 0, no worker processes)."""
     pids = [int(p) for p in run(["ip", "netns", "pids", netns], timeout=10).stdout.split()]
+    agents = [p for p in pids if AGENT_ARGS in _cmdline(p)]
     workers = [p for p in pids if WORKER_MODULE in _cmdline(p)]
-    if len(workers) != 1:
-        raise RuntimeError(f"{netns}: {len(workers)} proxy worker processes, expected 1 "
-                           "(sidecar concurrency 1)")
-    worker = workers[0]
-    agent = _ppid(worker)
-    if agent not in pids:
-        raise RuntimeError(f"{netns}: the worker's parent {agent} is not in the pod")
-    return Proxy(name, [agent, worker], core, worker)
+    if len(agents) != 1 or workers:
+        raise RuntimeError(f"{netns}: {len(agents)} proxy agent and {len(workers)} worker "
+                           "processes, expected one agent alone (sidecar concurrency 1)")
+    return Proxy(name, agents, core, agents[0])
 
 
 def pin(proxy: Proxy) -> None:
@@ -610,9 +611,8 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
           f"{len(args.cores)} CPUs{shared}; load average before: "
           f"{' '.join(f'{x:.2f}' for x in args.load_before)}\n")
     print("| path | rps | p50 ms | p99 ms | paced rps | +p50 ms | +p90 ms | +p99 ms "
-          "| CPU s/1000 req A, B | host CPU s/1000 req | RSS MB A, B | worker RSS MB A, B "
-          "| load avg |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| CPU s/1000 req A, B | host CPU s/1000 req | RSS MB A, B | load avg |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         added = ("-", "-", "-") if r is direct else (
             f"{r.paced.p50_ms - direct.paced.p50_ms:.3f}",
@@ -620,11 +620,10 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
             f"{r.paced.p99_ms - direct.paced.p99_ms:.3f}")
         cpu = ", ".join(f"{c:.4f}" for c, _, _ in r.cpu_per_1000) or "-"
         rss = ", ".join(f"{a / 1024:.1f}" for a, _, _ in r.rss_kb) or "-"
-        worker_rss = ", ".join(f"{w / 1024:.1f}" for _, w, _ in r.rss_kb) or "-"
         print(f"| {r.name} | {r.load.rps:.0f} | {r.load.p50_ms:.3f} | {r.load.p99_ms:.3f} "
               f"| {r.paced.rps:.0f} | {added[0]} | {added[1]} | {added[2]} | {cpu} "
               f"| {r.host_cpu_per_1000:.4f} | {rss} "
-              f"| {worker_rss} | {' '.join(f'{x:.2f}' for x in r.loadavg)} |")
+              f"| {' '.join(f'{x:.2f}' for x in r.loadavg)} |")
     print("\n- host CPU: every process and the kernel (wrk, server, proxies, veth, "
           "iptables), from /proc/stat; +pNN: paced latency minus direct's")
     for r in results:
@@ -640,8 +639,8 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
         if r.cpu_per_1000:
             split = ", ".join(f"{u:.4f} + {s:.4f}" for _, u, s in r.cpu_per_1000)
             waits = ", ".join(f"{w:.0%}" for w in r.run_queue_wait)
-            print(f"- {r.name}: CPU s/1000 req of the worker process, user + system (A, B): "
-                  f"{split}; the worker waited for its core {waits} of the throughput run")
+            print(f"- {r.name}: CPU s/1000 req of the serving process, user + system (A, B): "
+                  f"{split}; it waited for its core {waits} of the throughput run")
     by_name = {r.name: r for r in results}
     for kind in HAPROXY_PORTS:
         pistio = next((r for n, r in by_name.items() if n.startswith("pistio")
@@ -662,7 +661,7 @@ def report(results: list[PathResult], args: argparse.Namespace, command: str) ->
         print(f"- added p90 at {FIXED_RATE} rps (both hops): pistio {p90_p:.3f} ms, "
               f"haproxy {p90_h:.3f} ms")
         peak = ", ".join(f"{h / 1024:.1f}" for _, _, h in pistio.rss_kb)
-        print(f"- RSS MB per proxy (largest): pistio {rss_p:.1f} (agent+worker; peak A, B: "
+        print(f"- RSS MB per proxy (largest): pistio {rss_p:.1f} (all its processes; peak A, B: "
               f"{peak}), haproxy {rss_h:.1f} (ratio {rss_p / rss_h if rss_h else float('nan'):.1f})")
         goals = [
             ("throughput >= 0.5 x haproxy", pistio.load.rps >= 0.5 * haproxy.load.rps),

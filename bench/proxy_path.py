@@ -260,7 +260,7 @@ async def main() -> None:
     for p in paths:
         await p.start()
     if args.gc == "worker":
-        importlib.import_module("pistio.proxy.runtime.worker_process").tune_gc()
+        importlib.import_module("pistio.proxy.runtime.data_plane").tune_gc()
     gc_time = [0.0, 0, 0.0]  # seconds, collections, start
 
     def on_gc(phase: str, info: dict[str, int]) -> None:

@@ -1,7 +1,8 @@
-"""Config distribution from the agent to its worker processes (``--concurrency N``).
+"""Config distribution from the agent to its extra worker processes (``--concurrency N``).
 
-The agent process owns the ADS stream and compiles every response to decide ACK or NACK.
-Each published snapshot is forwarded to every worker as the *raw* resources it was built
+The agent process owns the ADS stream and compiles every response to decide ACK or NACK; it
+serves its own snapshots as worker 0 (``pistio.proxy.runtime.data_plane``), and the N-1 other
+workers are processes fed from here. Each published snapshot is forwarded to every worker as the *raw* resources it was built
 from — only what changed since that worker's previous frame — and each worker recompiles
 them with the same code (``SnapshotReceiver``) and swaps its own snapshot; compiled objects
 never cross a process boundary. Workers answer with the version they applied, so the agent
@@ -62,11 +63,14 @@ def delta(
 
 
 class WorkerFeed:
-    """Starts ``count`` worker processes and keeps them on the manager's snapshots."""
+    """Starts ``count`` worker processes (ids from ``first_id``) and keeps them on the
+    manager's snapshots."""
 
-    def __init__(self, manager: ConfigManager, count: int, log_level: str = "warning") -> None:
+    def __init__(self, manager: ConfigManager, count: int, log_level: str = "warning",
+                 first_id: int = 1) -> None:
         self.manager = manager
         self.count = count
+        self.first_id = first_id
         self.log_level = log_level
         self.workers: list[Worker] = []
         self._converged = asyncio.Event()
@@ -76,7 +80,9 @@ class WorkerFeed:
         return [w.applied for w in self.workers]
 
     async def start(self) -> None:
-        for index in range(self.count):
+        if not self.count:
+            return  # the agent serves alone: nothing to forward
+        for index in range(self.first_id, self.first_id + self.count):
             self.workers.append(await self._spawn(index))
         self.manager.holder.subscribe(self._on_snapshot)
         if self.manager.snapshot.version:

@@ -1,7 +1,7 @@
 """``pistio proxy sidecar|router``: pilot-agent and the Envoy-compatible proxy in one process
-tree. The agent connects to discovery over ADS, compiles and applies (or NACKs) the config and
-keeps ``--concurrency`` worker processes on the same snapshot; the workers serve the listeners.
-The agent also serves the admin API (15000), the Prometheus stats (15090), the health port
+tree. The agent connects to discovery over ADS, compiles and applies (or NACKs) the config,
+serves the listeners itself as worker 0 and keeps ``--concurrency`` - 1 more worker processes on
+the same snapshot (``--concurrency 1``: one process, as Envoy). The agent also serves the admin API (15000), the Prometheus stats (15090), the health port
 (15021) and the status port (15020: application probes from ``ISTIO_KUBE_APP_PROBERS``,
 ``/healthz/ready``). See docs/proxy.md."""
 
@@ -92,6 +92,7 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     from pistio.proxy.admin.prometheus_port import PrometheusServer
     from pistio.proxy.admin.server import AdminServer
     from pistio.proxy.admin.server_state import ServerState
+    from pistio.proxy.runtime.data_plane import DataPlane
     from pistio.proxy.server.stats_channel import STATS_DIR_ENV, collect_worker_stats
     from pistio.xds.client import AdsClient
 
@@ -125,9 +126,11 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     os.environ.update(node_environment(
         identity.node_id, identity.service_cluster, identity.locality[1],
         identity.ip_addresses[0] if identity.ip_addresses else ""))
-    feed = WorkerFeed(manager, concurrency, log_level=log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Worker 0 is this process, on the snapshots the manager publishes; the others are fed.
+    data_plane = DataPlane(loop, manager.holder, worker_id=0)
+    feed = WorkerFeed(manager, concurrency - 1, log_level=log_level, first_id=1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     state = ServerState(lambda: manager.initialized, node_id=identity.node_id,
@@ -150,6 +153,7 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
              identity.node_type, identity.node_id, target, concurrency)
     started: list = []
     try:
+        await data_plane.serve_stats(stats_dir)
         await feed.start()
         admin_addr = await admin.start(port=ports["admin"])
         started.append(admin)
@@ -178,6 +182,7 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         for server in reversed(started):
             await server.close()
         await manager.stop()
+        data_plane.close()
         if secrets is not None:
             await secrets.close()
         if channel is not None:
@@ -214,7 +219,8 @@ def _metrics_merger(admin):  # type: ignore[no-untyped-def]
 @click.option("--discovery-address", default="istiod.istio-system.svc:15010",
               show_default=True, help="Discovery (istiod) xDS address, HOST:PORT.")
 @click.option("--concurrency", type=int, default=2, show_default=True,
-              help="Worker processes (0: one per CPU), as Istio's proxy concurrency.")
+              help="Workers: the agent process and N-1 more (0: one per CPU), as Istio's proxy "
+                   "concurrency.")
 @click.option("--node-id", default=None, help="Override the xDS node id.")
 @click.option("--pod", default=None, help="Pod name (default: $POD_NAME, then hostname).")
 @click.option("--namespace", default=None, help="Namespace (default: $POD_NAMESPACE).")
@@ -294,8 +300,7 @@ def proxy(
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     configure_logging(log_level)
-    # The agent runs gRPC's asyncio client on the standard loop; the workers (the data
-    # path) run uvloop.
+    # The agent serves traffic too (worker 0): uvloop, under gRPC's asyncio client as well.
     ports = {"admin": admin_port, "prometheus": prometheus_port, "health": health_port,
              "status": status_port}
     # As Istio's agent: xDS on istiod's 15012 is TLS (with the CA's root and the token).
@@ -304,5 +309,7 @@ def proxy(
     elif xds_tls and secret_options is None:
         raise click.ClickException("--xds-tls needs the CA settings (--ca-address, "
                                    "--ca-root-cert, --token-file)")
-    asyncio.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
-                     ready_file, app_probers, secret_options, xds_tls))
+    import uvloop
+
+    uvloop.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
+                    ready_file, app_probers, secret_options, xds_tls))
