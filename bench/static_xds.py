@@ -58,7 +58,15 @@ def listener(port: int, kind: str) -> listener_pb2.Listener:
         stream_idle_timeout=duration_pb2.Duration(seconds=0),
         server_header_transformation=hcm_pb2.HttpConnectionManager.OVERWRITE,
         server_name="istio-envoy",
+        # As Pilot's HCMs (meshConfig pathNormalization BASE).
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
     )
+    if kind == "inbound":  # Pilot's inbound HCM: x-forwarded-client-cert from mTLS peers
+        hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
+        hcm.set_current_client_cert_details.subject.value = True
+        hcm.set_current_client_cert_details.dns = True
+        hcm.set_current_client_cert_details.uri = True
     hcm.upgrade_configs.add(upgrade_type="websocket")
     hcm.rds.config_source.CopyFrom(ads_config_source())
     hcm.rds.route_config_name = "8080"

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pistio.security import ca_proto
-from pistio.security.ca_server import ISTIOD_DNS_NAMES
+from pistio.security.ca_proto import ISTIOD_DNS_NAMES
 
 CALL_TIMEOUT = 10.0
 

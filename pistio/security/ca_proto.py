@@ -21,6 +21,8 @@ from google.protobuf import (
 )
 
 PACKAGE = "istio.v1.auth"
+# The names istiod's serving certificate carries (what a client checks the CA's host against).
+ISTIOD_DNS_NAMES = ("istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local")
 SERVICE = f"{PACKAGE}.IstioCertificateService"
 CREATE_CERTIFICATE = f"/{SERVICE}/CreateCertificate"
 

@@ -29,12 +29,12 @@ import grpc
 
 from pistio.security import ca_proto, pki
 from pistio.security.ca import CaError, CertificateAuthority
+from pistio.security.ca_proto import ISTIOD_DNS_NAMES
 from pistio.security.spiffe import spiffe_id
 from pistio.security.tokens import TokenError, TokenVerifier
 
 log = logging.getLogger("pistio.security.ca_server")
 
-ISTIOD_DNS_NAMES = ("istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local")
 BEARER = "bearer "
 
 # Istio's caerror → gRPC code (security/pkg/pki/error).

@@ -60,6 +60,8 @@ from pistio.proxy.http.http2_downstream import (
     Http2Settings,
     Http2Stream,
 )
+from pistio.proxy.http.http2_grpc import is_grpc
+from pistio.proxy.http.path_normalization import PathAction, PathNormalization
 from pistio.proxy.http.timeouts import DeadlineSweeper
 from pistio.proxy.router.router import RouterContext, RouterStream
 from pistio.proxy.runtime.snapshot import SnapshotHolder
@@ -238,6 +240,10 @@ class HttpConnectionManager:
         # http2_protocol_options: the listener compiles max_concurrent_streams; the windows
         # keep Envoy's defaults (256 MiB).
         self.http2_settings = Http2Settings.of(config.max_concurrent_streams)
+        # normalize_path, merge_slashes, path_with_escaped_slashes_action; None: paths are
+        # left as received.
+        self.path_normalization = PathNormalization.from_settings(
+            config.normalize_path, config.merge_slashes, config.path_with_escaped_slashes_action)
         # x-forwarded-client-cert (pistio.proxy.tls.xfcc); None: left as received.
         self.xfcc = xfcc_policy(config.forward_client_cert_details,
                                 config.set_current_client_cert_details)
@@ -305,14 +311,18 @@ class HttpConnectionManager:
         stats.downstream_rq_total += 1
         stats.downstream_rq_http1_total += 1
         stats.downstream_rq_active += 1
-        ActiveStream(self, stream).decode(0)
+        active = ActiveStream(self, stream)
+        if self.path_normalization is None or active.normalize_path(self.path_normalization):
+            active.decode(0)
 
     def on_http2_request(self, stream: Http2Stream) -> None:
         stats = self.stats
         stats.downstream_rq_total += 1
         stats.downstream_rq_http2_total += 1
         stats.downstream_rq_active += 1
-        ActiveStream(self, stream).decode(0)  # type: ignore[arg-type]
+        active = ActiveStream(self, stream)  # type: ignore[arg-type]
+        if self.path_normalization is None or active.normalize_path(self.path_normalization):
+            active.decode(0)
 
 
 class CodecSniffer(asyncio.Protocol):
@@ -406,6 +416,31 @@ class ActiveStream:
         # The codec sends the request body here (and reports its end, and the client going
         # away) as if this were the upstream connection.
         stream.upstream = self  # type: ignore[assignment]
+
+    def normalize_path(self, policy: PathNormalization) -> bool:
+        """Apply the connection manager's path settings before anything reads the path (Envoy's
+        ``maybeNormalizePath``); False when the stream was answered instead (400, or 307 to
+        the unescaped path; a gRPC client cannot follow a redirect and gets the 400)."""
+        head = self.stream.head
+        target = head.target
+        if target[:1] != b"/":
+            return True  # authority-form (CONNECT), absolute-form, "*": not a path
+        outcome = policy.apply(target)
+        if outcome is None:
+            return True
+        action, new_target = outcome
+        if action is PathAction.CONTINUE:
+            head.target = new_target
+            return True
+        stats = self.hcm.stats
+        if action is PathAction.REDIRECT and not is_grpc(head.index.get(b"content-type")):
+            stats.downstream_rq_redirected_with_normalized_path += 1
+            self.send_local_reply(307, b"", [(b"location", new_target)],
+                                  details="path_normalization_failed")
+        else:
+            stats.downstream_rq_failed_path_normalization += 1
+            self.send_local_reply(400, b"", details="path_normalization_failed")
+        return False
 
     # --- what filters and the router use -----------------------------------------------------------
 

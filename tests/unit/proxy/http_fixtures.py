@@ -211,9 +211,10 @@ def http_listener(
     stream_idle_timeout: float | None = None,
     upgrades: Sequence[str] = ("websocket",),
     first_filters: Sequence[hcm_pb2.HttpFilter] = (),
+    hcm_fields: dict[str, Any] | None = None,
 ) -> listener_pb2.Listener:
     """A gateway-style listener bound to ``address:port``: ``first_filters``, fault, CORS,
-    router, routes by RDS."""
+    router, routes by RDS; ``hcm_fields`` set on the HttpConnectionManager."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         server_name=server_name,
@@ -235,6 +236,8 @@ def http_listener(
     )
     for kind in upgrades:
         hcm.upgrade_configs.add(upgrade_type=kind)
+    if hcm_fields:
+        hcm.MergeFrom(hcm_pb2.HttpConnectionManager(**hcm_fields))
     if stream_idle_timeout is not None:
         hcm.stream_idle_timeout.FromTimedelta(_td(stream_idle_timeout))
     if access_log_path is not None:

@@ -23,6 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
+from google.protobuf import wrappers_pb2
 
 from pistio.proxy.http.connection_manager import AccessLogFile
 from tests.unit.proxy.filters.authz_fixtures import (
@@ -58,8 +59,8 @@ JWT_NAME = "envoy.filters.http.jwt_authn"
 
 
 @contextlib.asynccontextmanager
-async def proxy(filters: list[tuple[str, Any]], extra_clusters: dict[str, int] | None = None
-                ) -> AsyncIterator[tuple[InProcessProxy, int, Any]]:
+async def proxy(filters: list[tuple[str, Any]], extra_clusters: dict[str, int] | None = None,
+                **listener_kw: Any) -> AsyncIterator[tuple[InProcessProxy, int, Any]]:
     """An in-process proxy with one listener running ``filters`` before the router to an
     upstream ``app``; closed at the end."""
     p = InProcessProxy()
@@ -67,7 +68,7 @@ async def proxy(filters: list[tuple[str, Any]], extra_clusters: dict[str, int] |
     port = free_port()
     try:
         clusters = {"app": servers[0].port, **(extra_clusters or {})}
-        await p.apply([listener_with_filters("gw", port, filters)],
+        await p.apply([listener_with_filters("gw", port, filters, **listener_kw)],
                       [route_config("http", [route("/", cluster="app")])],
                       [eds_cluster(n) for n in clusters],
                       [load_assignment(n, [port_]) for n, port_ in clusters.items()])
@@ -107,6 +108,26 @@ async def test_rbac_deny_all_allow_by_path_method_and_deny_precedence() -> None:
         r = await fetch(port, "/")
         assert (r.status, r.body) == (403, b"RBAC: access denied")
         assert app.received == []
+
+
+async def test_rbac_sees_the_normalized_path() -> None:
+    """Istio's pathNormalization BASE (normalize_path) is what keeps "/public/../admin" from
+    walking past a DENY on /admin; UNESCAPE_AND_FORWARD also catches "%2F"."""
+    deny = http_rbac(rbac(DENY, **{"ns[default]-policy[no-admin]-rule[0]": policy(
+        [perm_path(prefix("/admin"))])}))
+    normalize = {"normalize_path": wrappers_pb2.BoolValue(value=True),
+                 "path_with_escaped_slashes_action":
+                     hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD}
+    async with proxy([(RBAC_NAME, deny)], hcm_fields=normalize) as (p, port, app):
+        for path in ("/public/../admin", "/./admin/x", "/%61dmin", "/public/..%2Fadmin",
+                     "/public/..\\admin"):
+            r = await fetch(port, path)
+            assert (r.status, r.body) == (403, b"RBAC: access denied"), path
+        assert (await fetch(port, "/public/./x")).status == 200
+        assert [r.path for r in app.received] == ["/public/x"]
+    async with proxy([(RBAC_NAME, deny)]) as (p, port, app):  # no normalization: passes
+        assert (await fetch(port, "/public/../admin")).status == 200
+        assert app.received[-1].path == "/public/../admin"
 
 
 async def test_rbac_denial_details_in_the_access_log(tmp_path) -> None:
