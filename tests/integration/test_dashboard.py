@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 
 from tests.integration.node_fixture import REPO, Node, make_node, need_root, wait_for
 from tests.integration.root_guard import need_root as root_need
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(600)]
 
@@ -230,10 +230,6 @@ def test_dashboard_draws_bookinfo(node: Node, dashboard_url: str, traffic: None,
     print(f"screenshot: {SCREENSHOT} and {tmp_path / 'dashboard-bookinfo.png'}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,15 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 BOOKINFO = REPO / "examples" / "bookinfo"
 CURL = REPO / "examples" / "curl"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

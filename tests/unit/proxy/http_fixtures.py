@@ -40,6 +40,7 @@ from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder, build_
 from pistio.proxy.server.listener_manager import ListenerManager
 from pistio.proxy.stats.store import StatsStore
 from pistio.xds import types as T
+from tests import ports
 
 
 def pack(msg: message.Message) -> any_pb2.Any:
@@ -393,12 +394,7 @@ class Env:
             await s.close()
 
 
-def free_port() -> int:
-    import socket
-
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = ports.free_port
 
 
 class KeepAliveClient:
