@@ -2,14 +2,16 @@
 
 The agent process owns the ADS stream and compiles every response to decide ACK or NACK; it
 serves its own snapshots as worker 0 (``pistio.proxy.runtime.data_plane``), and the N-1 other
-workers are processes fed from here. Each published snapshot is forwarded to every worker as the *raw* resources it was built
-from — only what changed since that worker's previous frame — and each worker recompiles
-them with the same code (``SnapshotReceiver``) and swaps its own snapshot; compiled objects
-never cross a process boundary. Workers answer with the version they applied, so the agent
-knows when all of them converged (``applied``). See ``pistio.proxy.runtime.snapshot_wire`` for
-the frames.
+workers are processes fed from here. Each published snapshot is forwarded to every worker as
+the *raw* resources it was built from — only what changed since that worker's previous frame —
+and each worker recompiles them with the same code (``SnapshotReceiver``) and swaps its own
+snapshot; compiled objects never cross a process boundary. Workers answer with the version
+they applied, so the agent knows when all of them converged (``applied``). See
+``pistio.proxy.runtime.snapshot_wire`` for the frames.
 
-Not yet: restarting a worker that died (it is logged and left out).
+A worker process that dies is started again with the same id and sent the whole current
+snapshot (at once the first time, then with a back-off doubling from 0.5 s to 30 s while it
+keeps dying within a minute), as pilot-agent restarts an Envoy that exits.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class Worker:
     failed: str = ""
     alive: bool = True
     reader_task: asyncio.Task[None] | None = None
+    started_at: float = 0.0
+    restarts: int = 0  # restarts in a row, each within RESTART_RESET_AFTER of the previous
+
+
+# A worker that died is started again after a back-off that doubles while it keeps dying soon.
+RESTART_BACKOFF_INITIAL = 0.5
+RESTART_BACKOFF_MAX = 30.0
+RESTART_RESET_AFTER = 60.0
 
 
 def delta(
@@ -74,6 +84,8 @@ class WorkerFeed:
         self.log_level = log_level
         self.workers: list[Worker] = []
         self._converged = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._restarts: set[asyncio.Task[None]] = set()
 
     @property
     def applied(self) -> list[int]:
@@ -100,19 +112,24 @@ class WorkerFeed:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        worker = Worker(index, process, writer, reader)
-        worker.reader_task = asyncio.get_running_loop().create_task(self._read(worker))
+        loop = asyncio.get_running_loop()
+        worker = Worker(index, process, writer, reader, started_at=loop.time())
+        worker.reader_task = loop.create_task(self._read(worker))
         return worker
 
     def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
         active = self.manager.active_resources()
-        versions = dict(snapshot.xds_versions)
         for worker in self.workers:
-            if not worker.alive:
-                continue
-            upserts, removals = delta(worker.sent, active)
-            worker.writer.write(encode_update(snapshot.version, upserts, removals, versions))
-            worker.sent = {t: {n: p.value for n, p in r.items()} for t, r in active.items()}
+            if worker.alive:
+                self._send(worker, snapshot, active)
+
+    @staticmethod
+    def _send(worker: Worker, snapshot: ConfigSnapshot,
+              active: Mapping[str, Mapping[str, any_pb2.Any]]) -> None:
+        upserts, removals = delta(worker.sent, active)
+        worker.writer.write(encode_update(snapshot.version, upserts, removals,
+                                          dict(snapshot.xds_versions)))
+        worker.sent = {t: {n: p.value for n, p in r.items()} for t, r in active.items()}
 
     async def _read(self, worker: Worker) -> None:
         try:
@@ -132,8 +149,46 @@ class WorkerFeed:
             worker.alive = False
             self._converged.set()
             self._converged = asyncio.Event()
-        if self.workers and worker in self.workers:
-            log.warning("worker %d (pid %s) went away", worker.index, worker.process.pid)
+        if worker in self.workers and not self._stopped.is_set():
+            await self._reap(worker)
+            loop = asyncio.get_running_loop()
+            lived = loop.time() - worker.started_at
+            restarts = 0 if lived >= RESTART_RESET_AFTER else worker.restarts + 1
+            delay = 0.0 if restarts <= 1 else min(
+                RESTART_BACKOFF_MAX, RESTART_BACKOFF_INITIAL * 2 ** (restarts - 2))
+            log.warning("worker %d (pid %s) exited with status %s; starting it again in %.1fs",
+                        worker.index, worker.process.pid, worker.process.returncode, delay)
+            task = loop.create_task(self._restart(worker, delay, restarts))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    @staticmethod
+    async def _reap(worker: Worker, timeout: float = 5.0) -> None:
+        """Wait for the process to exit (SIGKILL if it does not)."""
+        try:
+            await asyncio.wait_for(worker.process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+
+    async def _restart(self, old: Worker, delay: float, restarts: int) -> None:
+        """Start worker ``old.index`` again after ``delay`` (unless the feed stops first) and
+        send it the whole current snapshot."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay)
+        if self._stopped.is_set() or old not in self.workers:
+            return
+        try:
+            new = await self._spawn(old.index)
+        except OSError as err:
+            log.error("worker %d cannot be started again: %s", old.index, err)
+            return
+        new.restarts = restarts
+        self.workers[self.workers.index(old)] = new
+        snapshot = self.manager.snapshot
+        if snapshot.version:
+            self._send(new, snapshot, self.manager.active_resources())
 
     async def wait_converged(self, version: int | None = None, timeout: float = 10.0) -> None:
         """Wait until every live worker applied ``version`` (default: the current one)."""
@@ -147,6 +202,9 @@ class WorkerFeed:
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every socket (workers exit on end of stream); SIGTERM then SIGKILL the
         ones that do not."""
+        self._stopped.set()
+        if self._restarts:  # a restart under way finishes (its worker is stopped below)
+            await asyncio.gather(*self._restarts, return_exceptions=True)
         with contextlib.suppress(ValueError):
             self.manager.holder.unsubscribe(self._on_snapshot)
         workers, self.workers = self.workers, []

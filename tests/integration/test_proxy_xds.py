@@ -235,6 +235,45 @@ async def test_two_workers_converge_on_the_agents_snapshot(tmp_path):
         assert feed.workers == []
 
 
+@bounded(60)
+async def test_a_worker_that_dies_is_started_again_on_the_current_snapshot(tmp_path):
+    with discovery_process(tmp_path) as d:
+        manager = manager_for(d)
+        feed = WorkerFeed(manager, 2)
+        try:
+            await feed.start()
+            await manager.start()
+            await manager.wait_for(ready, timeout=10)
+            await feed.wait_converged(timeout=15)
+            first, second = feed.workers
+            first.process.kill()  # SIGKILL: no goodbye
+            version = manager.snapshot.version
+
+            async def replaced() -> bool:
+                w = feed.workers[0]
+                return w is not first and w.alive and w.applied == version
+
+            for _ in range(300):
+                if await replaced():
+                    break
+                await asyncio.sleep(0.05)
+            assert await replaced(), "worker 0 was not started again on the current snapshot"
+            assert first.process.returncode == -signal.SIGKILL  # reaped, no zombie
+            assert feed.workers[1] is second and second.alive
+            assert feed.workers[0].index == first.index
+
+            # The new worker follows the next push like the others.
+            write(d.config / "reviews-vs.yaml", VIRTUAL_SERVICE.format(subset="v2", weight=100))
+            await manager.wait_for(lambda m: m.snapshot.version > version, timeout=5)
+            await feed.wait_converged(timeout=10)
+            assert feed.applied == [manager.snapshot.version] * 2
+        finally:
+            await manager.stop()
+            await feed.stop()
+        assert feed.workers == []
+        assert first.process.returncode is not None and second.process.returncode is not None
+
+
 @bounded(40)
 async def test_pistio_proxy_command_syncs_and_exits_on_sigterm(tmp_path):
     with discovery_process(tmp_path) as d:
