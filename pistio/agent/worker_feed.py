@@ -28,7 +28,13 @@ from google.protobuf import any_pb2
 
 from pistio.agent.config_manager import ConfigManager
 from pistio.proxy.runtime.snapshot import ConfigSnapshot
-from pistio.proxy.runtime.snapshot_wire import APPLIED, FAILED, encode_update, read_frame
+from pistio.proxy.runtime.snapshot_wire import (
+    APPLIED,
+    FAILED,
+    encode_drain,
+    encode_update,
+    read_frame,
+)
 
 log = logging.getLogger("pistio.agent.workers")
 
@@ -86,6 +92,7 @@ class WorkerFeed:
         self._converged = asyncio.Event()
         self._stopped = asyncio.Event()
         self._restarts: set[asyncio.Task[None]] = set()
+        self._drain: bytes | None = None  # the last /drain_listeners, for restarted workers
 
     @property
     def applied(self) -> list[int]:
@@ -189,6 +196,15 @@ class WorkerFeed:
         snapshot = self.manager.snapshot
         if snapshot.version:
             self._send(new, snapshot, self.manager.active_resources())
+        if self._drain is not None:
+            new.writer.write(self._drain)
+
+    def drain_listeners(self, inbound_only: bool, graceful: bool, drain_time: float) -> None:
+        """Forward the admin's ``/drain_listeners`` to every worker process."""
+        frame = self._drain = encode_drain(inbound_only, graceful, drain_time)
+        for worker in self.workers:
+            if worker.alive:
+                worker.writer.write(frame)
 
     async def wait_converged(self, version: int | None = None, timeout: float = 10.0) -> None:
         """Wait until every live worker applied ``version`` (default: the current one)."""

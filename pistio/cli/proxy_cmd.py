@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
@@ -25,6 +26,9 @@ from pistio.cli.discovery_cmd import (
 )
 
 log = logging.getLogger("pistio.proxy")
+
+# Istio's proxyConfig.drainDuration, which pilot-agent passes as Envoy's --drain-time-s.
+DEFAULT_DRAIN_TIME = 45.0
 
 # Envoy's ADS retry back-off: 500 ms doubling up to 30 s, with jitter.
 BACKOFF_INITIAL = 0.5
@@ -83,7 +87,8 @@ def _xds_channel(target: str, root_cert: Path | None, token_file: Path | None): 
 
 async def _run(identity, target: str, concurrency: int, delta: bool, log_level: str,
                ports: dict[str, int], ready_file: Path | None, app_probers=None,
-               secret_options=None, xds_tls: bool = False) -> None:
+               secret_options=None, xds_tls: bool = False,
+               drain_time: float = DEFAULT_DRAIN_TIME) -> None:
     from pistio.agent.app_health import AppHealthServer
     from pistio.agent.config_dump import config_dump_json
     from pistio.agent.config_manager import ConfigManager
@@ -141,6 +146,8 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         config_dump=lambda: config_dump_json(manager),
         clusters=lambda: _cluster_statuses(manager),
         on_quit=stop.set,
+        on_drain_listeners=lambda inbound, graceful: _drain_listeners(
+            (data_plane.drain_listeners, feed.drain_listeners), inbound, graceful, drain_time),
     )
     prometheus = PrometheusServer(admin)
     readiness = proxy_readiness(lambda: manager.initialized, state)
@@ -191,6 +198,14 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
         shutil.rmtree(stats_dir, ignore_errors=True)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+
+
+def _drain_listeners(targets: Iterable[Callable[[bool, bool, float], None]],
+                     inbound_only: bool, graceful: bool, drain_time: float) -> None:
+    log.info("draining %s listeners%s", "inbound" if inbound_only else "all",
+             f" over {drain_time:g}s" if graceful else "")
+    for drain in targets:
+        drain(inbound_only, graceful, drain_time)
 
 
 def _metrics_merger(admin):  # type: ignore[no-untyped-def]
@@ -252,6 +267,10 @@ def _metrics_merger(admin):  # type: ignore[no-untyped-def]
 @click.option("--xds-tls/--xds-plaintext", default=None,
               help="xDS over TLS with the CA's root and the token (default: when the discovery "
                    "port is 15012 and a CA is configured).")
+@click.option("--drain-time-s", "drain_time", type=click.FloatRange(min=0),
+              default=DEFAULT_DRAIN_TIME, show_default=True,
+              help="Seconds a graceful /drain_listeners drains before the listeners stop "
+                   "(Envoy's --drain-time-s; Istio's proxyConfig.drainDuration).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def proxy(
@@ -261,7 +280,7 @@ def proxy(
     admin_port: int, prometheus_port: int, health_port: int, status_port: int,
     ready_file: Path | None,
     delta: bool, ca_address: str | None, ca_root_cert: Path | None, token_file: Path | None,
-    xds_tls: bool | None, log_level: str,
+    xds_tls: bool | None, drain_time: float, log_level: str,
 ) -> None:
     """Run the proxy (pilot-agent + Envoy): fetch config over ADS, apply it, serve traffic."""
     from pistio.agent.app_health import PROBERS_ENV, parse_app_probers
@@ -312,4 +331,4 @@ def proxy(
     import uvloop
 
     uvloop.run(_run(identity, _grpc_target(host, port), workers, delta, log_level, ports,
-                    ready_file, app_probers, secret_options, xds_tls))
+                    ready_file, app_probers, secret_options, xds_tls, drain_time))

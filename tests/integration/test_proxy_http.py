@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import circuit_breaker_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
@@ -87,7 +88,8 @@ class ControlPlane:
 
 
 class ProxyProcess:
-    def __init__(self, base: Path, xds_port: int, concurrency: int) -> None:
+    def __init__(self, base: Path, xds_port: int, concurrency: int,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.base = base
         self.ready = base / "proxy-ready.json"
         self.log = base / "proxy.log"
@@ -96,7 +98,8 @@ class ProxyProcess:
             [sys.executable, "-m", "pistio.cli", "proxy", "router",
              "--discovery-address", f"127.0.0.1:{xds_port}", "--node-id", NODE_ID,
              "--concurrency", str(concurrency), "--admin-port", "0", "--prometheus-port", "0",
-             "--health-port", "0", "--ready-file", str(self.ready), "--log-level", "warning"],
+             "--health-port", "0", "--ready-file", str(self.ready), "--log-level", "warning",
+             *extra_args],
             stdout=out, stderr=subprocess.STDOUT,
         )
         out.close()
@@ -140,7 +143,8 @@ class ProxyProcess:
 
 
 @contextlib.asynccontextmanager
-async def mesh(tmp_path: Path, servers: list[UpstreamServer], configure, concurrency: int
+async def mesh(tmp_path: Path, servers: list[UpstreamServer], configure, concurrency: int,
+               extra_args: tuple[str, ...] = ()
                ) -> AsyncIterator[tuple[ControlPlane, ProxyProcess, int]]:
     """Upstreams, control plane and a proxy; everything stopped at the end, even on failure."""
     cp = ControlPlane()
@@ -149,7 +153,7 @@ async def mesh(tmp_path: Path, servers: list[UpstreamServer], configure, concurr
     try:
         configure(cp, port, {s.name: s for s in servers})
         xds_port = await cp.start()
-        proxy = ProxyProcess(tmp_path, xds_port, concurrency)
+        proxy = ProxyProcess(tmp_path, xds_port, concurrency, extra_args)
         await proxy.wait_ready(port)
         yield cp, proxy, port
     finally:
@@ -353,3 +357,78 @@ async def test_config_change_mid_traffic_and_quit(tmp_path: Path) -> None:
         assert status == 200
         proxy.proc.wait(10)
         assert proxy.proc.returncode == 0
+
+
+INBOUND_PORT = free_port()
+
+
+def configure_drain(cp: ControlPlane, port: int, servers: dict[str, UpstreamServer]) -> None:
+    """An outbound-style listener on ``port`` and an INBOUND one on ``INBOUND_PORT``."""
+    _clusters(cp, servers)
+    cp.set(T.LISTENER, http_listener("gateway", port))
+    inbound = http_listener("inbound", INBOUND_PORT)
+    inbound.traffic_direction = base_pb2.INBOUND
+    cp.set(T.LISTENER, inbound)
+    cp.set(T.ROUTE, route_config("http", [route("/", cluster="app")]))
+
+
+async def refused(port: int, attempts: int = 20) -> bool:
+    """Every one of ``attempts`` new connections is refused (with two workers sharing the
+    port, one still listening would take about half of them)."""
+    for _ in range(attempts):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            continue
+        writer.close()
+        return False
+    return True
+
+
+async def test_drain_listeners_inbound_gracefully_then_all(tmp_path: Path) -> None:
+    """Envoy's /drain_listeners in both processes of a --concurrency 2 proxy: graceful
+    inbound-only drains its connections (connection: close) for --drain-time-s, then stops
+    the inbound listener; a plain drain stops the rest at once; LDS does not revive them."""
+    servers = await upstreams("app")
+    async with mesh(tmp_path, servers, configure_drain, concurrency=2,
+                    extra_args=("--drain-time-s", "1")) as (cp, proxy, port):
+        for _ in range(50):  # both processes serve the inbound port
+            if (await fetch(INBOUND_PORT, "/")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        inbound, gateway = KeepAliveClient(INBOUND_PORT), KeepAliveClient(port)
+        try:
+            assert (await inbound.request("/")).headers.get("connection") != "close"
+            assert (await gateway.request("/")).status == 200
+            assert proxy.admin("/drain_listeners?inboundonly&graceful", "POST")[0] == 200
+            await asyncio.sleep(0.3)
+            r = await inbound.request("/")  # served, and the connection is drained
+            assert (r.status, r.headers.get("connection")) == (200, "close")
+            r = await fetch(INBOUND_PORT, "/")  # new connections still served while draining
+            assert (r.status, r.headers.get("connection")) == (200, "close")
+            assert (await gateway.request("/")).headers.get("connection") != "close"
+            for _ in range(50):
+                if await refused(INBOUND_PORT):
+                    break
+                await asyncio.sleep(0.1)
+            assert await refused(INBOUND_PORT)
+            assert (await gateway.request("/")).status == 200  # outbound untouched
+
+            assert proxy.admin("/drain_listeners", "POST")[0] == 200
+            for _ in range(50):
+                if await refused(port):
+                    break
+                await asyncio.sleep(0.1)
+            assert await refused(port)
+            assert (await gateway.request("/")).status == 200  # accepted connections go on
+
+            # A listener update does not start stopped listeners again (Envoy's
+            # stopListeners).
+            changed = http_listener("gateway", port, stat_prefix="changed")
+            cp.set(T.LISTENER, changed)
+            await cp.push()
+            await asyncio.sleep(1.0)
+            assert await refused(port) and await refused(INBOUND_PORT)
+        finally:
+            inbound.close()
+            gateway.close()

@@ -80,6 +80,10 @@ class DataPlane:
         self._stats_server = await serve_worker_stats(
             self.store, socket_path(directory, self.worker_id))
 
+    def drain_listeners(self, inbound_only: bool, graceful: bool, drain_time: float) -> None:
+        """``/drain_listeners`` for this process (``ListenerManager.drain_listeners``)."""
+        self.listeners.drain_listeners(inbound_only, graceful, drain_time)
+
     def close(self) -> None:
         """Stop following snapshots, close listeners and pools, flush access logs."""
         for observer in (self.clusters.apply, self.listeners.apply, self._first_config):

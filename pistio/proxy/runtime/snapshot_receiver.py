@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -15,8 +16,10 @@ from pistio.proxy.runtime.resource_compiler import ResourceCompiler
 from pistio.proxy.runtime.snapshot import ConfigSnapshot, SnapshotHolder, build_snapshot
 from pistio.proxy.runtime.snapshot_wire import (
     APPLIED,
+    DRAIN,
     FAILED,
     UPDATE,
+    decode_drain,
     decode_update,
     encode_reply,
     read_frame,
@@ -29,8 +32,10 @@ log = logging.getLogger("pistio.proxy.worker")
 class SnapshotReceiver:
     """Holds the forwarded raw resources of one worker and compiles them (cached by bytes)."""
 
-    def __init__(self, holder: SnapshotHolder | None = None) -> None:
+    def __init__(self, holder: SnapshotHolder | None = None,
+                 on_drain: Callable[[bool, bool, float], None] | None = None) -> None:
         self.holder = holder or SnapshotHolder()
+        self.on_drain = on_drain  # DRAIN frames: the admin's /drain_listeners
         self.compiler = ResourceCompiler()
         self.resources: dict[str, dict[str, any_pb2.Any]] = {
             T.CLUSTER: {}, T.ENDPOINT: {}, T.LISTENER: {}, T.ROUTE: {}, T.SECRET: {},
@@ -78,6 +83,10 @@ class SnapshotReceiver:
         """Apply UPDATE frames until the agent closes the socket."""
         while (frame := await read_frame(reader)) is not None:
             kind, version, body = frame
+            if kind == DRAIN:
+                if self.on_drain is not None:
+                    self.on_drain(*decode_drain(body))
+                continue
             if kind != UPDATE:
                 continue
             try:

@@ -10,6 +10,8 @@ snapshot from the raw resources the agent accepted, sent over a Unix socket pair
 - ``APPLIED`` (worker → agent): the snapshot version now in force in the worker.
 - ``FAILED`` (worker → agent): a version the worker could not rebuild, with the reason (a bug:
   the agent compiled the same bytes with the same code); the worker keeps its snapshot.
+- ``DRAIN`` (agent → worker): the admin's ``/drain_listeners`` — inbound only (u8), graceful
+  (u8), drain time in seconds (f64); the version field is 0.
 
 Every frame is ``u32 length`` + ``u8 kind`` + ``u64 snapshot version`` + body, big-endian.
 """
@@ -26,9 +28,11 @@ from google.protobuf import any_pb2
 UPDATE = 1
 APPLIED = 2
 FAILED = 3
+DRAIN = 4
 
 _HEADER = struct.Struct(">IBQ")  # length (of kind + version + body), kind, version
 _SECTION = struct.Struct(">I")
+_DRAIN = struct.Struct(">BBd")
 MAX_FRAME = 1 << 30
 
 
@@ -63,6 +67,16 @@ def decode_update(body: bytes) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out.append(discovery_pb2.DeltaDiscoveryResponse.FromString(body[offset:offset + size]))
         offset += size
     return out
+
+
+def encode_drain(inbound_only: bool, graceful: bool, drain_time: float) -> bytes:
+    body = _DRAIN.pack(inbound_only, graceful, drain_time)
+    return _HEADER.pack(_HEADER.size - 4 + len(body), DRAIN, 0) + body
+
+
+def decode_drain(body: bytes) -> tuple[bool, bool, float]:
+    inbound_only, graceful, drain_time = _DRAIN.unpack(body)
+    return bool(inbound_only), bool(graceful), drain_time
 
 
 def encode_reply(kind: int, version: int, detail: str = "") -> bytes:

@@ -33,7 +33,7 @@ async def run_worker(fd: int, worker_id: int = 1) -> None:
     stats_dir = os.environ.get(STATS_DIR_ENV)
     if stats_dir:
         await data_plane.serve_stats(stats_dir)
-    receiver = SnapshotReceiver(holder)
+    receiver = SnapshotReceiver(holder, on_drain=data_plane.drain_listeners)
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     serving = loop.create_task(receiver.serve(reader, writer))

@@ -169,6 +169,19 @@ class BoundListener:
             self.sock.close()
 
 
+# envoy.config.core.v3.TrafficDirection.INBOUND: what /drain_listeners?inboundonly drains.
+INBOUND = 1
+ALL, INBOUND_ONLY = "all", "inbound"
+
+
+def _in_scope(config: ListenerConfig, scope: str | None) -> bool:
+    return scope == ALL or (scope == INBOUND_ONLY and config.traffic_direction == INBOUND)
+
+
+def _widest(current: str | None, new: str) -> str:
+    return ALL if ALL in (current, new) else new
+
+
 def _unmap(ip: str) -> str:
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
@@ -200,6 +213,12 @@ class ListenerManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         # The SO_ORIGINAL_DST lookup; tests put a fake in its place (see the module docstring).
         self.original_destination: OriginalDestination = original_dst.original_destination
+        # /drain_listeners: the listeners whose connections drain (ALL, INBOUND_ONLY or None)
+        # and those that stopped accepting, also across later snapshots (Envoy's
+        # stopListeners: a stopped listener is not started again by LDS).
+        self.drain_scope: str | None = None
+        self.stop_scope: str | None = None
+        self._drain_timers: list[asyncio.TimerHandle] = []
 
     # --- following config ----------------------------------------------------------------------
 
@@ -212,6 +231,9 @@ class ListenerManager:
                 runtimes[name] = old
             else:
                 runtimes[name] = self._runtime(config)
+                if _in_scope(config, self.drain_scope):
+                    for manager in runtimes[name].managers.values():
+                        manager.draining = True
         for name, old in self.runtimes.items():
             if runtimes.get(name) is not old:
                 # Replaced or removed: HTTP connections accepted under the old version drain
@@ -223,7 +245,8 @@ class ListenerManager:
         self.runtimes = runtimes
         wanted = {
             (cfg.address, cfg.port): runtimes[name]
-            for name, cfg in snapshot.listeners.items() if cfg.bind_to_port
+            for name, cfg in snapshot.listeners.items()
+            if cfg.bind_to_port and not _in_scope(cfg, self.stop_scope)
         }
         for key, bound in list(self.bound.items()):
             if key not in wanted:
@@ -235,6 +258,32 @@ class ListenerManager:
                 bound.runtime = runtime
             else:
                 self._bind(runtime, key)
+
+    # --- /drain_listeners -------------------------------------------------------------------------
+
+    def drain_listeners(self, inbound_only: bool, graceful: bool, drain_time: float) -> None:
+        """Envoy's ``/drain_listeners``: stop accepting on every listener (inbound ones only
+        with ``inbound_only``); ``graceful`` first drains for ``drain_time`` seconds — the
+        HTTP connections of those listeners, new ones included, close after their current
+        response (HTTP/2: GOAWAY), as with Istio's ``--drain-strategy immediate``."""
+        scope = INBOUND_ONLY if inbound_only else ALL
+        if not graceful:
+            self.stop_listeners(scope)
+            return
+        self.drain_scope = _widest(self.drain_scope, scope)
+        for runtime in self.runtimes.values():
+            if _in_scope(runtime.config, self.drain_scope):
+                for manager in runtime.managers.values():
+                    manager.draining = True
+        self._drain_timers.append(self.loop.call_later(drain_time, self.stop_listeners, scope))
+
+    def stop_listeners(self, scope: str) -> None:
+        """Close the listening sockets in ``scope`` (accepted connections carry on)."""
+        self.stop_scope = _widest(self.stop_scope, scope)
+        for key, bound in list(self.bound.items()):
+            if _in_scope(bound.runtime.config, self.stop_scope):
+                del self.bound[key]
+                bound.close()
 
     def _runtime(self, config: ListenerConfig) -> ListenerRuntime:
         managers: dict[int, HttpConnectionManager] = {}
@@ -427,6 +476,8 @@ class ListenerManager:
             log.error("connection set-up failed", exc_info=task.exception())
 
     def close(self) -> None:
+        for timer in self._drain_timers:
+            timer.cancel()
         for bound in self.bound.values():
             bound.close()
         self.bound.clear()
