@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# envoy.config.core.v3.HttpProtocolOptions.HeadersWithUnderscoresAction.
+UNDERSCORES_ALLOW, UNDERSCORES_REJECT, UNDERSCORES_DROP = 0, 1, 2
+
 
 @dataclass(frozen=True, slots=True)
 class HttpConnectionOptions:
@@ -33,6 +36,9 @@ class HttpConnectionOptions:
     forwarded_proto: bytes = b"http"
     # request_id_extension / generate_request_id (default true).
     generate_request_id: bool = True
+    # common_http_protocol_options.headers_with_underscores_action: ALLOW, REJECT_REQUEST
+    # (HTTP/1: 400 and close; HTTP/2: the stream is reset), DROP_HEADER.
+    headers_with_underscores: int = 0
 
     @property
     def server_line(self) -> bytes:

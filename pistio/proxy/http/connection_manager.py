@@ -218,7 +218,11 @@ class HttpConnectionManager:
             idle_timeout=config.idle_timeout or DEFAULT_DOWNSTREAM_IDLE_TIMEOUT,
             server_name=config.server_name.encode("latin-1"),
             generate_request_id=config.generate_request_id,
+            headers_with_underscores=config.headers_with_underscores_action,
         )
+        # The codecs' http1.* / http2.* counters (created when a setting can count in them).
+        self.codec_stats = {p: store.codec(p) for p in ("http1", "http2")} if (
+            config.headers_with_underscores_action) else {}
         self.filters, self.router_config = build_filter_chain(config, store, traffic_direction)
         # Filters with an end-of-stream hook (istio.stats), run before the access log.
         self.stream_enders = tuple(f for f in self.filters if hasattr(f, "on_stream_end"))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from pistio.proxy.http.codec_options import HttpConnectionOptions
+from pistio.proxy.http.codec_options import UNDERSCORES_DROP, HttpConnectionOptions
 from pistio.proxy.http.flow_control import (
     PIPELINED_REQUEST_WAITING,
     UPSTREAM_CONNECTING,
@@ -302,6 +302,7 @@ class Http1ServerConnection(asyncio.Protocol):
         self._raw_header_bytes = 0
         self._max_header_bytes = options.max_request_headers_bytes
         self._max_headers = options.max_headers_count
+        self._underscores = options.headers_with_underscores
         self._reject: _Reject | None = None
         # After a 101: the upstream transport that receives every downstream byte.
         self._raw_peer: asyncio.Transport | None = None
@@ -443,6 +444,8 @@ class Http1ServerConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_headers:
             return  # request trailers: Envoy drops them on HTTP/1 unless enabled
+        if self._underscores and b"_" in name and self._underscore(name):
+            return
         lname = name.lower()
         index = self._index
         prev = index.get(lname)
@@ -453,6 +456,17 @@ class Http1ServerConnection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > self._max_header_bytes or self._header_count > self._max_headers:
             self._fail(431)
+
+    def _underscore(self, name: bytes) -> bool:
+        """headers_with_underscores_action for a header name with '_': True to drop it;
+        REJECT_REQUEST answers 400 and closes (Envoy's ``http1.unexpected_underscore``)."""
+        stats = self._handler.codec_stats["http1"]  # type: ignore[attr-defined]
+        if self._underscores == UNDERSCORES_DROP:
+            stats.dropped_headers_with_underscores += 1
+            return True
+        stats.requests_rejected_with_underscores_in_headers += 1
+        self._fail(400)
+        return False  # not reached: _fail raises
 
     def on_headers_complete(self) -> None:
         self._in_headers = False

@@ -42,6 +42,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from pistio.proxy.http.codec_options import UNDERSCORES_DROP
 from pistio.proxy.http.flow_control import (
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
@@ -641,6 +642,7 @@ class Http2ServerConnection(Http2ConnectionBase):
         fields: Fields = []
         index: dict[bytes, bytes] = {}
         cookies: list[bytes] = []
+        underscores = self._opts.headers_with_underscores
         for name, value in event.headers:
             if name[0] == 58:  # b":"
                 if name == b":method":
@@ -659,6 +661,16 @@ class Http2ServerConnection(Http2ConnectionBase):
                 if not authority:
                     authority = value
                 continue
+            if underscores and b"_" in name:
+                # headers_with_underscores_action: Envoy drops the header or resets the
+                # stream (nghttp2's callback failure: INTERNAL_ERROR).
+                stats = self._handler.codec_stats["http2"]  # type: ignore[attr-defined]
+                if underscores == UNDERSCORES_DROP:
+                    stats.dropped_headers_with_underscores += 1
+                    continue
+                stats.requests_rejected_with_underscores_in_headers += 1
+                self.h2c.reset_stream(event.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                return
             fields.append((name, value))
             prev = index.get(name)
             index[name] = value if prev is None else prev + b"," + value

@@ -529,9 +529,29 @@ class ServerStats(StatsGroup):
         super().__init__("server.")
 
 
+_CODEC_COUNTERS = _decl(
+    "dropped_headers_with_underscores",
+    "requests_rejected_with_underscores_in_headers",
+)
+
+
+class CodecStats(StatsGroup):
+    """``http1.*`` and ``http2.*``: the downstream codecs' counters (Envoy roots them there,
+    shared by every connection manager)."""
+
+    KIND = "codec"
+    PREFIX = "{}."
+    COUNTERS = _CODEC_COUNTERS
+    __slots__ = _slots(_CODEC_COUNTERS, (), ())
+
+    def __init__(self, protocol: str) -> None:
+        super().__init__(f"{protocol}.", protocol)
+
+
 FAMILIES: dict[str, type[StatsGroup]] = {
     cls.KIND: cls
     for cls in (
+        CodecStats,
         ClusterStats,
         HealthCheckStats,
         HttpConnectionManagerStats,

@@ -17,6 +17,7 @@ from pistio.proxy.stats.families import (
     SUM,
     ClusterManagerStats,
     ClusterStats,
+    CodecStats,
     HealthCheckStats,
     HttpConnectionManagerStats,
     ListenerManagerStats,
@@ -106,6 +107,10 @@ class StatsStore:
 
     def cluster_manager(self) -> ClusterManagerStats:
         return self._group("cluster_manager", ClusterManagerStats)
+
+    def codec(self, protocol: str) -> CodecStats:
+        """``http1`` or ``http2``."""
+        return self._group(protocol, CodecStats, protocol)
 
     def listener_manager(self) -> ListenerManagerStats:
         return self._group("listener_manager", ListenerManagerStats)
