@@ -39,6 +39,12 @@ class HttpConnectionOptions:
     # common_http_protocol_options.headers_with_underscores_action: ALLOW, REJECT_REQUEST
     # (HTTP/1: 400 and close; HTTP/2: the stream is reset), DROP_HEADER.
     headers_with_underscores: int = 0
+    # common_http_protocol_options.max_requests_per_connection (0: no limit): the response
+    # to the last request says connection: close (HTTP/2: GOAWAY after that stream).
+    max_requests_per_connection: int = 0
+    # common_http_protocol_options.max_connection_duration (0: none): then the connection
+    # closes when idle, else drains (connection: close / GOAWAY).
+    max_connection_duration: float = 0.0
 
     @property
     def server_line(self) -> bytes:

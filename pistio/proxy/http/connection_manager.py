@@ -219,6 +219,8 @@ class HttpConnectionManager:
             server_name=config.server_name.encode("latin-1"),
             generate_request_id=config.generate_request_id,
             headers_with_underscores=config.headers_with_underscores_action,
+            max_requests_per_connection=config.max_requests_per_connection or 0,
+            max_connection_duration=config.max_connection_duration or 0.0,
         )
         # The codecs' http1.* / http2.* counters (created when a setting can count in them).
         self.codec_stats = {p: store.codec(p) for p in ("http1", "http2")} if (

@@ -303,6 +303,9 @@ class Http1ServerConnection(asyncio.Protocol):
         self._max_header_bytes = options.max_request_headers_bytes
         self._max_headers = options.max_headers_count
         self._underscores = options.headers_with_underscores
+        self._requests = 0  # requests received on this connection
+        self._expired = False  # max_connection_duration reached: drain
+        self._duration_timer: asyncio.TimerHandle | None = None
         self._reject: _Reject | None = None
         # After a 101: the upstream transport that receives every downstream byte.
         self._raw_peer: asyncio.Transport | None = None
@@ -320,6 +323,9 @@ class Http1ServerConnection(asyncio.Protocol):
         if self._sweeper is not None:
             self._arm_idle()
             self._sweeper.watch(self)
+        if self._opts.max_connection_duration > 0:
+            self._duration_timer = self.loop.call_later(self._opts.max_connection_duration,
+                                                        self._max_duration_reached)
 
     def data_received(self, data: bytes) -> None:
         if self._raw_peer is not None:
@@ -366,6 +372,8 @@ class Http1ServerConnection(asyncio.Protocol):
         self.closed = True
         if self._sweeper is not None:
             self._sweeper.unwatch(self)
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         raw_peer = self._raw_peer
         if raw_peer is not None:
             self._raw_peer = None
@@ -505,6 +513,14 @@ class Http1ServerConnection(asyncio.Protocol):
         # so the client reconnects under the new config (Envoy's immediate drain).
         stream.close_after = not parser.should_keep_alive() or getattr(self._handler,
                                                                        "draining", False)
+        self._requests += 1
+        limit = self._opts.max_requests_per_connection
+        if limit and self._requests >= limit:
+            if self._requests == limit:
+                self._handler.stats.downstream_cx_max_requests_reached += 1  # type: ignore[attr-defined]
+            stream.close_after = True
+        elif self._expired:
+            stream.close_after = True
         if upgrade is not None:
             # After a refused upgrade the bytes that followed the head are not HTTP.
             stream.upgrade = True
@@ -537,6 +553,19 @@ class Http1ServerConnection(asyncio.Protocol):
         if stream is not None:
             self._rx = None
             stream._request_complete()
+
+    def _max_duration_reached(self) -> None:
+        """max_connection_duration: close now if idle, else after the response in progress."""
+        self._duration_timer = None
+        if self.closed:
+            return
+        self._handler.stats.downstream_cx_max_duration_reached += 1  # type: ignore[attr-defined]
+        self._expired = True
+        active = self.active
+        if active is None and not self._in_headers:
+            self._close_after_flush()
+        elif active is not None:
+            active.close_after = True
 
     def _fail(self, status: int, body: bytes | None = None) -> None:
         self._reject = _Reject(status, body)

@@ -41,6 +41,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from pistio.proxy.http.codec_options import UNDERSCORES_DROP
 from pistio.proxy.http.flow_control import (
@@ -533,6 +534,8 @@ class Http2ServerConnection(Http2ConnectionBase):
         self.closed = False
         self.write_blocked = False
         self.going_away = False
+        self._requests = 0  # streams opened on this connection
+        self._duration_timer: asyncio.TimerHandle | None = None
         self.deadline = _INF
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
@@ -547,6 +550,33 @@ class Http2ServerConnection(Http2ConnectionBase):
         if self._sweeper is not None:
             self._arm_idle()
             self._sweeper.watch(self)
+        if self._opts.max_connection_duration > 0:
+            self._duration_timer = asyncio.get_running_loop().call_later(
+                self._opts.max_connection_duration, self._max_duration_reached)
+
+    def _max_duration_reached(self) -> None:
+        """max_connection_duration: GOAWAY; the connection closes once its streams are done."""
+        self._duration_timer = None
+        if self.closed:
+            return
+        self._handler.stats.downstream_cx_max_duration_reached += 1  # type: ignore[attr-defined]
+        self._go_away(self.h2c.highest_inbound_stream_id)
+
+    def _go_away(self, last_stream_id: int) -> None:
+        """A graceful GOAWAY: streams up to ``last_stream_id`` finish, later ones are refused.
+        Written as a raw frame: h2's ``close_connection`` would close its state machine and
+        the open streams could not send their responses any more."""
+        if self.going_away:
+            return
+        self.going_away = True
+        self.flush()  # what h2 holds goes first
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = last_stream_id
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        if self.transport is not None and not self.closed:
+            self.transport.write(frame.serialize())
+        if not self.streams:
+            self._close()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -616,6 +646,8 @@ class Http2ServerConnection(Http2ConnectionBase):
         self.closed = True
         if self._sweeper is not None:
             self._sweeper.unwatch(self)
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:
@@ -694,13 +726,16 @@ class Http2ServerConnection(Http2ConnectionBase):
         up = stream.upstream
         if up is not None and up.out:
             up.flush()
-        if getattr(self._handler, "draining", False) and not self.going_away:
+        self._requests += 1
+        limit = self._opts.max_requests_per_connection
+        if limit and self._requests == limit and not self.going_away:
+            # max_requests_per_connection: this stream is the last one.
+            self._handler.stats.downstream_cx_max_requests_reached += 1  # type: ignore[attr-defined]
+            self._go_away(stream.stream_id)
+        elif getattr(self._handler, "draining", False) and not self.going_away:
             # The listener was updated (Envoy's immediate drain): this stream is the last one;
             # GOAWAY sends the client to a new connection under the new config.
-            self.going_away = True
-            self.h2c.close_connection(h2.errors.ErrorCodes.NO_ERROR,
-                                      last_stream_id=stream.stream_id)
-            self.flush()
+            self._go_away(stream.stream_id)
 
     def stream_finished(self, stream: Http2Stream) -> None:
         if self.streams.get(stream.stream_id) is stream:
