@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from envoy.config.core.v3 import protocol_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from tests.unit.proxy.h2_fixtures import H2Client
 from tests.unit.proxy.http_fixtures import (
@@ -98,44 +98,79 @@ async def test_http1_duration_drains_a_busy_connection(env: Env) -> None:
         client.close()
 
 
-async def raw_h2_exchange(port: int, requests: int) -> list[Any]:
-    """Send ``requests`` GETs at once on one HTTP/2 connection and read every frame until the
-    proxy closes it. Frames are read with hyperframe, not h2: h2's state machine closes on a
-    GOAWAY and cannot take the responses that may still follow one (RFC 9113 §6.8)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    h2c.initiate_connection()
-    for _ in range(requests):
-        sid = h2c.get_next_available_stream_id()
-        h2c.send_headers(sid, [(":method", "GET"), (":scheme", "http"),
-                               (":authority", "example.com"), (":path", "/")], end_stream=True)
-    writer.write(h2c.data_to_send())
-    data = b""
+class RawH2:
+    """An HTTP/2 client that sends with h2 but reads frames with hyperframe: h2's state
+    machine closes on a GOAWAY and cannot take the responses that may still follow one
+    (RFC 9113 §6.8), which is what these tests look at."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2c.initiate_connection()
+        self.frames: list[Any] = []
+        self.buffer = b""
+        self.decoder = hpack.Decoder()  # header blocks decode in frame order
+        self.statuses: dict[int, bytes] = {}
+
+    @classmethod
+    async def connect(cls, port: int) -> RawH2:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def get(self, headers: dict[str, str] | None = None) -> int:
+        sid = self.h2c.get_next_available_stream_id()
+        self.h2c.send_headers(sid, [(":method", "GET"), (":scheme", "http"),
+                                    (":authority", "example.com"), (":path", "/"),
+                                    *(headers or {}).items()], end_stream=True)
+        self.writer.write(self.h2c.data_to_send())
+        return sid
+
+    async def read_until(self, done: Any, timeout: float = 5.0) -> None:
+        """Read frames until ``done()`` or the end of the connection."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    return
+                self.buffer += chunk
+                while len(self.buffer) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
+                    if len(self.buffer) < 9 + length:
+                        break
+                    frame.parse_body(memoryview(self.buffer[9:9 + length]))
+                    self.buffer = self.buffer[9 + length:]
+                    self.frames.append(frame)
+                    if isinstance(frame, HeadersFrame):
+                        status = dict(self.decoder.decode(frame.data, raw=True))[b":status"]
+                        self.statuses[frame.stream_id] = status
+
+    def ended(self, sid: int) -> bool:
+        return any(f.stream_id == sid and "END_STREAM" in f.flags for f in self.frames
+                   if isinstance(f, (HeadersFrame, DataFrame)))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def raw_h2_exchange(port: int, requests: int) -> RawH2:
+    """``requests`` GETs at once on one connection, read until the proxy closes it."""
+    client = await RawH2.connect(port)
     try:
-        async with asyncio.timeout(5):
-            while chunk := await reader.read(65536):
-                data += chunk
+        for _ in range(requests):
+            client.get()
+        await client.read_until(lambda: False)
     finally:
-        writer.close()
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9:9 + length]))
-        frames.append(frame)
-        data = data[9 + length:]
-    return frames
+        client.close()
+    return client
 
 
 async def test_http2_max_requests_sends_goaway_and_finishes_the_last_stream(env: Env) -> None:
     await env.start("app")
     await env.apply(ROUTES, hcm_fields=limits(requests=2))
-    frames = await raw_h2_exchange(env.port, 3)
+    client = await raw_h2_exchange(env.port, 3)
+    frames = client.frames
     goaway = [f for f in frames if isinstance(f, GoAwayFrame)]
     assert [(g.last_stream_id, g.error_code) for g in goaway][:1] == [(3, 0)]
-    decoder = hpack.Decoder()  # header blocks decode in frame order (one HPACK context)
-    statuses = {f.stream_id: dict(decoder.decode(f.data, raw=True))[b":status"]
-                for f in frames if isinstance(f, HeadersFrame)}
-    assert statuses == {1: b"200", 3: b"200"}
+    assert client.statuses == {1: b"200", 3: b"200"}
     # The response of stream 3 comes after the GOAWAY; stream 5 is refused.
     assert frames.index(goaway[0]) < next(i for i, f in enumerate(frames)
                                           if isinstance(f, HeadersFrame) and f.stream_id == 3)
@@ -159,3 +194,25 @@ async def test_http2_max_connection_duration_sends_goaway(env: Env) -> None:
     finally:
         client.close()
     assert counter(env, "downstream_cx_max_duration_reached") == 1
+
+
+async def test_http2_listener_update_drains_and_answers_the_stream_in_flight(env: Env) -> None:
+    """A changed listener drains its HTTP/2 connections (Envoy's immediate drain): the next
+    stream is the last one — GOAWAY first, then its response, then the connection closes."""
+    await env.start("app")
+    await env.apply(ROUTES)
+    client = await RawH2.connect(env.port)
+    try:
+        first = client.get()
+        await client.read_until(lambda: client.ended(first))
+        assert client.statuses[first] == b"200"
+        await env.apply(ROUTES, stat_prefix="changed")  # the listener changes: drain
+        slow = client.get({"x-delay-ms": "300"})  # still in flight when the GOAWAY goes out
+        await client.read_until(lambda: False)
+    finally:
+        client.close()
+    goaway = next(i for i, f in enumerate(client.frames) if isinstance(f, GoAwayFrame))
+    assert client.frames[goaway].last_stream_id == slow
+    assert client.statuses[slow] == b"200" and client.ended(slow)
+    assert goaway < next(i for i, f in enumerate(client.frames)
+                         if isinstance(f, HeadersFrame) and f.stream_id == slow)
