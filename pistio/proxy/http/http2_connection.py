@@ -39,3 +39,63 @@ class Http2ConnectionBase(asyncio.Protocol):
         data = self.h2c.data_to_send()
         if data and not self.closed and self.transport is not None:
             self.transport.write(data)
+
+
+_GOAWAY = 0x7
+
+
+class GoAwayExtractor:
+    """Takes GOAWAY frames out of the bytes a peer sends before h2 sees them.
+
+    h2 closes its state machine on a received GOAWAY, and then refuses every later frame —
+    also the responses of the streams the GOAWAY lets finish (``last_stream_id``, RFC 9113
+    §6.8), which a server shutting down gracefully (gRPC's max connection age, an Envoy
+    draining) sends next. The connection handles the GOAWAYs itself instead. Frame
+    boundaries are followed across reads; a frame header split between reads is held back
+    until its type is known.
+    """
+
+    __slots__ = ("_skip", "_held")
+
+    def __init__(self) -> None:
+        self._skip = 0  # bytes of the current frame still to come
+        self._held = b""  # an incomplete frame header (or GOAWAY frame) held back
+
+    def strip(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+        """(the bytes for h2, the GOAWAYs found as (last_stream_id, error_code))."""
+        if self._held:
+            data, self._held = self._held + data, b""
+        n = len(data)
+        pos = self._skip
+        if pos >= n:
+            self._skip = pos - n
+            return data, []
+        goaways: list[tuple[int, int]] = []
+        kept: list[bytes] | None = None
+        start = 0
+        end_feed = n
+        while True:
+            if pos + 9 > n:  # the next frame header is not complete: hold it back
+                self._held, self._skip, end_feed = data[pos:], 0, pos
+                break
+            length = int.from_bytes(data[pos:pos + 3], "big")
+            end = pos + 9 + length
+            if data[pos + 3] == _GOAWAY and length >= 8:
+                if end > n:  # wait for the whole GOAWAY
+                    self._held, self._skip, end_feed = data[pos:], 0, pos
+                    break
+                body = data[pos + 9:pos + 17]
+                goaways.append((int.from_bytes(body[:4], "big") & 0x7FFFFFFF,
+                                int.from_bytes(body[4:], "big")))
+                if kept is None:
+                    kept = []
+                kept.append(data[start:pos])
+                start = end
+            if end >= n:
+                self._skip = end - n
+                break
+            pos = end
+        if kept is None:
+            return (data if end_feed == n else data[:end_feed]), goaways
+        kept.append(data[start:end_feed])
+        return b"".join(kept), goaways

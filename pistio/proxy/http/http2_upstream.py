@@ -34,7 +34,11 @@ import h2.exceptions
 
 from pistio.proxy.http.flow_control import PEER_WRITE_BLOCKED, WRITE_HIGH_WATER, WRITE_LOW_WATER
 from pistio.proxy.http.headers import HOP_BY_HOP, RESPONSE_DROPPED, Fields
-from pistio.proxy.http.http2_connection import Http2ConnectionBase, new_h2_connection
+from pistio.proxy.http.http2_connection import (
+    GoAwayExtractor,
+    Http2ConnectionBase,
+    new_h2_connection,
+)
 from pistio.proxy.http.stream_events import UpstreamFailure
 
 if TYPE_CHECKING:
@@ -291,6 +295,7 @@ class Http2ClientConnection(Http2ConnectionBase):
         self.loop = pool.loop
         self.settings = settings
         self.h2c = new_h2_connection(client_side=True)
+        self.goaways = GoAwayExtractor()  # h2 must not see them (see GoAwayExtractor)
         self.transport: asyncio.Transport | None = None
         self.local_address: tuple[str, int] | None = None
         self.streams: dict[int, Http2ClientStream] = {}
@@ -345,8 +350,9 @@ class Http2ClientConnection(Http2ConnectionBase):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        data, goaways = self.goaways.strip(data)
         try:
-            events = self.h2c.receive_data(data)
+            events = self.h2c.receive_data(data) if data else []
         except h2.exceptions.ProtocolError:
             self._fail_all(UpstreamFailure.PROTOCOL_ERROR)
             return
@@ -401,6 +407,9 @@ class Http2ClientConnection(Http2ConnectionBase):
                 self.pool.capacity_changed(self)
             elif kind is h2.events.ConnectionTerminated:
                 self._go_away(event.last_stream_id or 0, downs)
+        for last_stream_id, _code in goaways:
+            # After this read's frames: the streams it lets finish may have just finished.
+            self._go_away(last_stream_id, downs)
         self.flush()
         seen: set[int] = set()
         for down in downs:

@@ -18,6 +18,7 @@ import h2.exceptions
 import h2.settings
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from hyperframe.frame import GoAwayFrame
 
 from tests.unit.proxy.http_fixtures import eds_cluster, pack
 
@@ -120,6 +121,13 @@ class _H2ServerProtocol(asyncio.Protocol):
             self._pump(sid)
             self.transport.write(self.h2c.data_to_send())  # type: ignore[union-attr]
             return
+        if "x-goaway-first" in req.headers:
+            # A graceful shutdown as gRPC servers and Envoy do it: GOAWAY naming this stream
+            # as the last one, then its response (a raw frame: h2's close_connection would
+            # stop this side from sending the response).
+            goaway = GoAwayFrame(0)
+            goaway.last_stream_id = sid
+            self.transport.write(self.h2c.data_to_send() + goaway.serialize())  # type: ignore[union-attr]
         body = json.dumps({"server": self.server.name, "conn": req.conn_id,
                            "headers": req.headers, "body": req.body.decode("latin-1")}).encode()
         status = req.headers.get("x-status", "200")

@@ -324,6 +324,27 @@ async def test_upstream_goaway_moves_new_streams_to_a_new_connection(env: Env) -
     assert up.connections == 2
 
 
+async def test_upstream_graceful_goaway_lets_streams_in_flight_finish(env: Env) -> None:
+    """The upstream names the stream in flight as the last one and then answers it (gRPC's
+    max connection age, an Envoy draining): the response reaches the client, a slow stream
+    opened before it as well, and the next request goes to a new connection."""
+    up = await _h2_upstream(env)
+    client = await H2Client.connect(env.port)
+    try:
+        slow = client.start("/slow", headers={"x-delay-ms": "300"})
+        await asyncio.sleep(0.05)
+        r = await client.request("/last", headers={"x-goaway-first": "1"})
+        assert r.status == 200 and r.reset is None and r.json()["conn"] == 0
+        r = await client.response(slow)  # opened before the GOAWAY's last stream: finishes
+        assert r.status == 200 and r.json()["conn"] == 0
+        await asyncio.sleep(0.05)
+        r = await client.request("/next")
+        assert r.status == 200 and r.json()["conn"] == 1
+    finally:
+        client.close()
+    assert up.connections == 2
+
+
 async def test_codec_http1_still_served_on_auto(env: Env) -> None:
     await env.start("h1")
     await env.apply([route_config("http", [route("/", cluster="h1")])])
