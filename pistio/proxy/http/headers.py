@@ -36,6 +36,9 @@ RESPONSE_DROPPED = HOP_BY_HOP | {b"server", b"x-envoy-upstream-service-time"}
 X_REQUEST_ID = b"x-request-id"
 X_FORWARDED_PROTO = b"x-forwarded-proto"
 X_ENVOY_EXPECTED_RQ_TIMEOUT_MS = b"x-envoy-expected-rq-timeout-ms"
+# A downstream's override of the route timeout and the per-try timeout (removed when read).
+X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS = b"x-envoy-upstream-rq-timeout-ms"
+X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS = b"x-envoy-upstream-rq-per-try-timeout-ms"
 X_ENVOY_UPSTREAM_SERVICE_TIME = b"x-envoy-upstream-service-time"
 X_ENVOY_DECORATOR_OPERATION = b"x-envoy-decorator-operation"
 X_ENVOY_ORIGINAL_PATH = b"x-envoy-original-path"

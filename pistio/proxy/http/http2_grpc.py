@@ -85,6 +85,24 @@ def parse_grpc_timeout(value: bytes) -> float | None:
     return int(digits) * unit
 
 
+_MAX_TIMEOUT_VALUE = 99_999_999  # grpc-timeout carries at most 8 digits
+
+
+def format_grpc_timeout(milliseconds: int) -> bytes:
+    """Envoy's ``toGrpcTimeout``: milliseconds, in a larger unit when 8 digits are too few."""
+    value, units, unit = milliseconds, b"mSMH", 0
+    if value > _MAX_TIMEOUT_VALUE:
+        value //= 1000
+        unit = 1
+    while value > _MAX_TIMEOUT_VALUE:
+        if unit == 3:
+            value = _MAX_TIMEOUT_VALUE
+        else:
+            value //= 60
+            unit += 1
+    return b"%d" % value + units[unit:unit + 1]
+
+
 def trailers_only_reply(status: int, body: bytes | None, extra: Fields) -> Fields:
     """The single HEADERS block of a gRPC local reply (``extra`` may carry ``grpc-status``)."""
     code: bytes | None = None

@@ -73,7 +73,10 @@ from pistio.proxy.http.headers import (
     X_ENVOY_DECORATOR_OPERATION,
     X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
     X_ENVOY_ORIGINAL_PATH,
+    X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
+    X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS,
     Fields,
+    RequestHead,
 )
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
 from pistio.proxy.router.header_mutation import mutate_request, mutate_response
@@ -273,13 +276,12 @@ class RouterStream:
         if policy is not None and head.upgrade is None:
             self.retry_policy = policy
             self.per_try_timeout = policy.per_try_timeout
-        self.timeout = action.timeout if head.upgrade is None else 0.0
+        if head.upgrade is None:
+            self._final_timeouts(action, head)
+        else:
+            self.timeout = 0.0
         if action.max_stream_duration is not None:
             self._arm_stream_duration(action.max_stream_duration)
-        if not self.config.suppress_envoy_headers:
-            expected = self.per_try_timeout or self.timeout
-            if expected > 0:
-                head.set(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, b"%d" % int(expected * 1000))
         self.include_attempt_count = action.include_request_attempt_count
         self.attempt_count_in_response = action.include_attempt_count_in_response
         if action.hash_policies:
@@ -296,6 +298,48 @@ class RouterStream:
         if self.request_done:
             self._request_complete_actions()
         self.start_attempt()
+
+    def _final_timeouts(self, action: RouteAction, head: RequestHead) -> None:
+        """Envoy's ``FilterUtility::finalTimeout``. The route's timeout — or, for a gRPC call
+        on a route with ``max_grpc_timeout`` (and no ``max_stream_duration``), its
+        ``grpc-timeout`` (none: no timeout) less ``grpc_timeout_offset``, capped by
+        ``max_grpc_timeout`` unless that is 0; then ``x-envoy-upstream-rq-timeout-ms`` and
+        ``-per-try-timeout-ms`` override them (and are removed); a per-try timeout not below
+        the global one is dropped. The upstream is told the outcome in
+        ``x-envoy-expected-rq-timeout-ms`` (and ``grpc-timeout`` when it was read)."""
+        timeout = action.timeout
+        index = head.index
+        grpc_max = action.max_grpc_timeout
+        grpc_timeouts = (grpc_max is not None and action.max_stream_duration is None
+                         and grpc.is_grpc(index.get(b"content-type")))
+        if grpc_timeouts:
+            raw = index.get(grpc.GRPC_TIMEOUT)
+            value = (grpc.parse_grpc_timeout(raw) if raw is not None else None) or 0.0
+            offset = action.grpc_timeout_offset
+            if offset and offset < value:
+                value -= offset
+            if grpc_max and (value == 0 or value > grpc_max):
+                value = grpc_max
+            timeout = value
+        raw = index.get(X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
+        if raw is not None:
+            if raw.isdigit():
+                timeout = int(raw) / 1000
+            head.remove(X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
+        raw = index.get(X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
+        if raw is not None:
+            if raw.isdigit():
+                self.per_try_timeout = int(raw) / 1000
+            head.remove(X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
+        if timeout and self.per_try_timeout >= timeout:
+            self.per_try_timeout = 0.0
+        self.timeout = timeout
+        expected = int((self.per_try_timeout or timeout) * 1000)
+        if expected > 0:
+            if not self.config.suppress_envoy_headers:
+                head.set(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, b"%d" % expected)
+            if grpc_timeouts:
+                head.set(grpc.GRPC_TIMEOUT, grpc.format_grpc_timeout(expected))
 
     def _arm_stream_duration(self, msd: MaxStreamDuration) -> None:
         """The route's ``max_stream_duration``; for a gRPC call with ``grpc-timeout`` and

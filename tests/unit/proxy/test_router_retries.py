@@ -130,6 +130,66 @@ async def test_route_timeout(env: Env) -> None:
     assert (await fetch(env.port, "/")).status == 200
 
 
+async def test_timeout_request_headers_override_the_route(env: Env) -> None:
+    """x-envoy-upstream-rq-timeout-ms and -per-try-timeout-ms replace the route's timeouts
+    and are not forwarded; the upstream learns the timeout in force."""
+    (a,) = await env.start("a")
+    await env.apply([route_config("http", [
+        route(match=rc.RouteMatch(prefix="/"), route=action("a", timeout=ms(5000)))])])
+    start = time.monotonic()
+    r = await fetch(env.port, "/", headers={"x-delay-ms": "1000",
+                                            "x-envoy-upstream-rq-timeout-ms": "150"})
+    assert (r.status, r.body) == (504, b"upstream request timeout")
+    assert time.monotonic() - start < 0.6
+    got = a.received[-1].headers
+    assert "x-envoy-upstream-rq-timeout-ms" not in got
+    assert got["x-envoy-expected-rq-timeout-ms"] == "150"
+    r = await fetch(env.port, "/", headers={"x-envoy-upstream-rq-per-try-timeout-ms": "250"})
+    assert r.status == 200
+    got = r.json()["headers"]
+    assert got["x-envoy-expected-rq-timeout-ms"] == "250"  # the per-try timeout, below 5 s
+    assert "x-envoy-upstream-rq-per-try-timeout-ms" not in got
+    r = await fetch(env.port, "/", headers={"x-envoy-upstream-rq-timeout-ms": "soon"})
+    assert r.json()["headers"]["x-envoy-expected-rq-timeout-ms"] == "5000"  # ignored
+
+
+GRPC = {"content-type": "application/grpc"}
+
+
+async def test_max_grpc_timeout_takes_the_callers_grpc_timeout(env: Env) -> None:
+    """Istio's routes carry max_grpc_timeout (= the route timeout): a gRPC call's own
+    grpc-timeout replaces the route timeout (capped by it), less grpc_timeout_offset, and is
+    what the upstream is sent; without grpc-timeout there is no timeout at all."""
+    (a,) = await env.start("a")
+    routes = [route_config("http", [
+        route(match=rc.RouteMatch(prefix="/capped"),
+              route=action("a", timeout=ms(300), max_grpc_timeout=ms(300))),
+        route(match=rc.RouteMatch(prefix="/offset"),
+              route=action("a", timeout=ms(300), max_grpc_timeout=ms(0),
+                           grpc_timeout_offset=ms(50))),
+        route(match=rc.RouteMatch(prefix="/plain"), route=action("a", timeout=ms(300))),
+    ])]
+    await env.apply(routes)
+    r = await fetch(env.port, "/capped", headers={**GRPC, "grpc-timeout": "10S"})
+    assert a.received[-1].headers["grpc-timeout"] == "300m"  # capped by max_grpc_timeout
+    assert a.received[-1].headers["x-envoy-expected-rq-timeout-ms"] == "300"
+    r = await fetch(env.port, "/offset", headers={**GRPC, "grpc-timeout": "200m"})
+    assert a.received[-1].headers["grpc-timeout"] == "150m"
+    start = time.monotonic()
+    r = await fetch(env.port, "/offset", headers={**GRPC, "grpc-timeout": "150m",
+                                                  "x-delay-ms": "1000"})
+    assert r.headers.get("grpc-status") == "14" or r.status == 504
+    assert time.monotonic() - start < 0.6  # 150 ms less 50, not the route's 300
+    # No grpc-timeout and max_grpc_timeout 0: no timeout, the route's 300 ms do not apply.
+    r = await fetch(env.port, "/offset", headers={**GRPC, "x-delay-ms": "500"})
+    assert r.status == 200 and r.json()["server"] == "a"
+    assert "grpc-timeout" not in a.received[-1].headers
+    # A route without max_grpc_timeout keeps its timeout for gRPC calls too.
+    r = await fetch(env.port, "/plain", headers={**GRPC, "grpc-timeout": "10S",
+                                                 "x-delay-ms": "1000"})
+    assert r.headers.get("grpc-status") == "14" or r.status == 504
+
+
 async def test_post_body_is_replayed_on_retry(env: Env) -> None:
     await two_host_env(env, action(retry_policy=retry("5xx", 3, retry_host_predicate=[
         rc.RetryPolicy.RetryHostPredicate(name="envoy.retry_host_predicates.previous_hosts")])))
