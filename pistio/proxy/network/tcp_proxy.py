@@ -279,7 +279,9 @@ class TcpProxyFilter:
         connect_timeout = DEFAULT_CONNECT_TIMEOUT
         upstream_limit = DEFAULT_PER_CONNECTION_BUFFER_LIMIT
         bind = None
+        keepalive = None
         if cluster_config is not None:
+            keepalive = cluster_config.tcp_keepalive
             connect_timeout = cluster_config.connect_timeout
             upstream_limit = cluster_config.per_connection_buffer_limit
             if cluster_config.upstream_bind_address:
@@ -297,7 +299,7 @@ class TcpProxyFilter:
         try:
             async with asyncio.timeout(connect_timeout):
                 await open_connection(loop, lambda: upstream, address, port, local_addr=bind,
-                                      tls=tls)
+                                      tls=tls, keepalive=keepalive)
         except (OSError, TimeoutError) as err:
             cluster_stats.upstream_cx_connect_fail += 1
             if isinstance(err, TimeoutError):

@@ -231,6 +231,7 @@ class ClusterRuntime:
                 max_requests_per_connection=http.max_requests_per_connection or 0,
                 local_addr=(self.config.upstream_bind_address, 0)
                 if self.config.upstream_bind_address else None,
+                tcp_keepalive=self.config.tcp_keepalive,
             ), tls_for=self._tls_for_address if self.tls.enabled else None)
         return self._pools
 

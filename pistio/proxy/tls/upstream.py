@@ -15,10 +15,11 @@ path, flag ``UF``), with Envoy-like ``upstream_transport_failure_reason`` text.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 
-from pistio.proxy.config.cluster_config import ClusterConfig, UpstreamTlsConfig
+from pistio.proxy.config.cluster_config import ClusterConfig, TcpKeepalive, UpstreamTlsConfig
 from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY, EndpointConfig
 from pistio.proxy.tls.context import TlsSettings, Verify, get_context
 from pistio.proxy.tls.peer import peer_certificate, san_matches
@@ -108,21 +109,38 @@ async def open_connection(
     *,
     local_addr: tuple[str, int] | None = None,
     tls: UpstreamTls | None = None,
+    keepalive: TcpKeepalive | None = None,
 ) -> asyncio.BaseTransport:
-    """Connect (and, with ``tls``, handshake and verify); returns the transport."""
+    """Connect (and, with ``tls``, handshake and verify); returns the transport.
+    ``keepalive``: the cluster's ``upstream_connection_options.tcp_keepalive``."""
     if tls is None:
         transport, _ = await loop.create_connection(factory, host, port, local_addr=local_addr)
-        return transport
-    ctx = tls.context()
-    if ctx is None:
-        raise UpstreamTlsError(NO_SECRET)
-    check = _VerifyPeer(factory(), tls)
-    transport, _ = await loop.create_connection(
-        lambda: check, host, port, ssl=ctx, server_hostname=tls.server_hostname,
-        local_addr=local_addr)
-    if check.failure is not None:
-        raise UpstreamTlsError(check.failure)
+    else:
+        ctx = tls.context()
+        if ctx is None:
+            raise UpstreamTlsError(NO_SECRET)
+        check = _VerifyPeer(factory(), tls)
+        transport, _ = await loop.create_connection(
+            lambda: check, host, port, ssl=ctx, server_hostname=tls.server_hostname,
+            local_addr=local_addr)
+        if check.failure is not None:
+            raise UpstreamTlsError(check.failure)
+    if keepalive is not None:
+        set_tcp_keepalive(transport.get_extra_info("socket"), keepalive)
     return transport
+
+
+def set_tcp_keepalive(sock: socket.socket | None, keepalive: TcpKeepalive) -> None:
+    """SO_KEEPALIVE, and the probes, idle time and interval the cluster sets (else the
+    kernel's), as Envoy applies ``TcpKeepalive``."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in ((socket.TCP_KEEPCNT, keepalive.probes),
+                          (socket.TCP_KEEPIDLE, keepalive.time),
+                          (socket.TCP_KEEPINTVL, keepalive.interval)):
+        if value:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 _NO_SECRETS: Mapping[str, Secret] = {}

@@ -26,7 +26,7 @@ from pistio.proxy.tls.upstream import UpstreamTls, open_connection
 from pistio.proxy.upstream.connection_pool_h2 import Http2ConnectionPool
 
 if TYPE_CHECKING:
-    from pistio.proxy.config.cluster_config import HttpProtocolConfig
+    from pistio.proxy.config.cluster_config import HttpProtocolConfig, TcpKeepalive
     from pistio.proxy.http.http1_downstream import Http1Stream
 
 _INF = float("inf")
@@ -40,6 +40,8 @@ class UpstreamHttpOptions:
     # upstream_bind_config: Istio binds inbound clusters to 127.0.0.6 so that iptables
     # tells the proxy's own connections to the app apart from captured traffic.
     local_addr: tuple[str, int] | None = None
+    # upstream_connection_options.tcp_keepalive (None: the kernel's default, off).
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 class Http1ConnectionPool:
@@ -87,7 +89,8 @@ class Http1ConnectionPool:
         try:
             await asyncio.wait_for(
                 open_connection(self.loop, lambda: conn, self.host, self.port,
-                                local_addr=self.options.local_addr, tls=self.tls),
+                                local_addr=self.options.local_addr, tls=self.tls,
+                                keepalive=self.options.tcp_keepalive),
                 self.options.connect_timeout,
             )
         except TimeoutError:
@@ -176,7 +179,8 @@ class UpstreamPools:
             pool = self._h2_pools[address] = Http2ConnectionPool(
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
                 self.options.max_requests_per_connection, self.options.local_addr,
-                tls=self.tls_for(address) if self.tls_for is not None else None)
+                tls=self.tls_for(address) if self.tls_for is not None else None,
+                keepalive=self.options.tcp_keepalive)
         return pool
 
     def get(self, address: tuple[str, int]) -> Http1ConnectionPool:

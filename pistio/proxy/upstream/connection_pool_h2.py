@@ -18,6 +18,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from pistio.proxy.config.cluster_config import TcpKeepalive
 from pistio.proxy.http.http2_downstream import Http2Settings
 from pistio.proxy.http.http2_upstream import Http2ClientConnection
 from pistio.proxy.http.stream_events import UpstreamFailure
@@ -39,8 +40,10 @@ class Http2ConnectionPool:
         max_requests_per_connection: int = 0,
         local_addr: tuple[str, int] | None = None,
         tls: UpstreamTls | None = None,
+        keepalive: TcpKeepalive | None = None,
     ) -> None:
         self.local_addr = local_addr
+        self.keepalive = keepalive
         self.tls = tls  # the host's TLS transport socket (ALPN h2 comes from its config)
         self.loop = loop
         self.host = host
@@ -89,7 +92,8 @@ class Http2ConnectionPool:
         try:
             await asyncio.wait_for(
                 open_connection(self.loop, lambda: conn, self.host, self.port,
-                                local_addr=self.local_addr, tls=self.tls),
+                                local_addr=self.local_addr, tls=self.tls,
+                                keepalive=self.keepalive),
                 self.connect_timeout,
             )
         except TimeoutError:

@@ -259,3 +259,28 @@ async def test_access_log_written_at_stream_end(env: Env, tmp_path) -> None:
     assert len(lines) == 2
     assert '"GET /x HTTP/1.1" 200 - ' in lines[0]
     assert '"GET /y HTTP/1.1" 404 NR ' in lines[1]
+
+
+async def test_cluster_tcp_keepalive_on_upstream_sockets(env: Env) -> None:
+    """upstream_connection_options.tcp_keepalive (Istio: connectionPool.tcp.tcpKeepalive)
+    turns on SO_KEEPALIVE with the cluster's probes, idle time and interval."""
+    import socket
+
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.core.v3 import address_pb2
+
+    (a,) = await env.start("a")
+    cluster = eds_cluster("a")
+    cluster.upstream_connection_options.CopyFrom(cluster_pb2.UpstreamConnectionOptions(
+        tcp_keepalive=address_pb2.TcpKeepalive(keepalive_probes={"value": 3},
+                                               keepalive_time={"value": 45},
+                                               keepalive_interval={"value": 7})))
+    await env.apply([route_config("http", [route("/", cluster="a")])], clusters=[cluster])
+    assert (await fetch(env.port, "/")).status == 200
+    runtime = env.proxy.clusters.clusters["a"]  # type: ignore[union-attr]
+    (pool,) = runtime.pools(asyncio.get_running_loop())._pools.values()
+    (conn,) = pool.idle
+    sock = conn.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert [sock.getsockopt(socket.IPPROTO_TCP, o) for o in (
+        socket.TCP_KEEPCNT, socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL)] == [3, 45, 7]
