@@ -556,12 +556,14 @@ class RouterStream:
             return
         pools = cluster.pools(self.ctx.loop)
         http = cluster.config.http
+        # auto_sni: TLS connections name the request's host (after host rewrites).
+        sni = _host_of(self.stream.head.authority) if http.auto_sni else None
         if http.protocol is UpstreamProtocol.HTTP2 or (
                 http.protocol is UpstreamProtocol.USE_DOWNSTREAM
                 and self.stream.head.version == "2"):
-            pool = pools.get_h2((host.address, host.port), http)
+            pool = pools.get_h2((host.address, host.port), http, sni)
         else:
-            pool = pools.get((host.address, host.port))
+            pool = pools.get((host.address, host.port), sni, http.auto_san_validation)
         cb = cluster.circuit_breakers
         if not pool.idle and cb.requests.count >= cb.connections.limit:
             # HTTP/1.1: every busy connection carries one request; a new one would pass
@@ -929,3 +931,13 @@ class RouterStream:
                 self.cluster_stats.upstream_rq_tx_reset += 1
             attempt.cancel()
             self._release(attempt)
+
+
+def _host_of(authority: bytes) -> str | None:
+    """The host of a Host/:authority value without its port (IPv6 brackets removed)."""
+    host = authority.decode("latin-1")
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    else:
+        host = host.rpartition(":")[0] if ":" in host else host
+    return host or None

@@ -45,7 +45,7 @@ class UpstreamTls:
     """One TLS transport socket of a cluster, in one worker."""
 
     __slots__ = ("config", "settings", "secrets", "server_hostname", "cert_name",
-                 "roots_name", "_cert", "_roots", "_ctx")
+                 "roots_name", "auto_san", "_cert", "_roots", "_ctx", "_by_host")
 
     def __init__(self, config: UpstreamTlsConfig, secrets: SecretsView) -> None:
         self.config = config
@@ -55,9 +55,25 @@ class UpstreamTls:
         self.server_hostname = config.sni
         self.cert_name = config.certificate_sds_names[0] if config.certificate_sds_names else None
         self.roots_name = config.validation_sds_name
+        # auto_san_validation: the DNS name the verified certificate must carry.
+        self.auto_san: str | None = None
         self._cert: Secret | None = None
         self._roots: Secret | None = None
         self._ctx: ssl.SSLContext | None = None
+        self._by_host: dict[tuple[str, bool], UpstreamTls] = {}
+
+    def for_host(self, host: str, validate_san: bool) -> UpstreamTls:
+        """This transport socket for a request to ``host`` (``auto_sni``: its SNI; with
+        ``validate_san``, Envoy's ``auto_san_validation``, the certificate must name it)."""
+        key = (host, validate_san)
+        tls = self._by_host.get(key)
+        if tls is None:
+            tls = self._by_host[key] = UpstreamTls(self.config, self.secrets)
+            tls.server_hostname = host
+            # SANs are checked against what the CA vouched for: only with a validation
+            # context, as Envoy's certificate validator does.
+            tls.auto_san = host if validate_san and self.roots_name else None
+        return tls
 
     def context(self) -> ssl.SSLContext | None:
         current = self.secrets()
@@ -86,11 +102,14 @@ class _VerifyPeer(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         matchers = self.tls.config.san_matchers
-        if matchers and not san_matches(matchers,
-                                        peer_certificate(transport.get_extra_info("ssl_object"))):
-            self.failure = SAN_MISMATCH
-            transport.abort()  # type: ignore[attr-defined]
-            return
+        auto_san = self.tls.auto_san
+        if matchers or auto_san:
+            peer = peer_certificate(transport.get_extra_info("ssl_object"))
+            if not san_matches(matchers, peer) or (auto_san and (peer is None or not any(
+                    dns_name_matches(san, auto_san) for san in peer.dns_sans))):
+                self.failure = SAN_MISMATCH
+                transport.abort()  # type: ignore[attr-defined]
+                return
         transport.set_protocol(self.inner)
         self.inner.connection_made(transport)
 
@@ -141,6 +160,18 @@ def set_tcp_keepalive(sock: socket.socket | None, keepalive: TcpKeepalive) -> No
                           (socket.TCP_KEEPINTVL, keepalive.interval)):
         if value:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def dns_name_matches(san: str, host: str) -> bool:
+    """Envoy's ``dnsNameMatch``: equal (ignoring case), or a ``*.`` SAN covering exactly one
+    more label of ``host``."""
+    san, host = san.lower(), host.lower()
+    if san == host:
+        return True
+    if san.startswith("*."):
+        left, dot, rest = host.partition(".")
+        return bool(left) and bool(dot) and rest == san[2:]
+    return False
 
 
 _NO_SECRETS: Mapping[str, Secret] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pistio.proxy.http.deferred_writes import deferred_writes
 from pistio.proxy.http.http1_upstream import Http1ClientConnection
@@ -167,28 +167,48 @@ class UpstreamPools:
         self.tls_for = tls_for
         self._pools: dict[tuple[str, int], Http1ConnectionPool] = {}
         self._h2_pools: dict[tuple[str, int], Http2ConnectionPool] = {}
+        # auto_sni: connections carry the request's host as SNI, so they are pooled per host.
+        self._sni_pools: dict[tuple[tuple[str, int], str], Http1ConnectionPool] = {}
+        self._sni_h2_pools: dict[tuple[tuple[str, int], str], Http2ConnectionPool] = {}
 
-    def get_h2(self, address: tuple[str, int], http: HttpProtocolConfig) -> Http2ConnectionPool:
-        """The HTTP/2 pool to ``address``; the cluster's ``http2_protocol_options`` shape a
-        pool when it is created."""
-        pool = self._h2_pools.get(address)
+    def _tls(self, address: tuple[str, int], sni: str | None,
+             validate_san: bool) -> UpstreamTls | None:
+        tls = self.tls_for(address) if self.tls_for is not None else None
+        if tls is not None and sni:
+            tls = tls.for_host(sni, validate_san)
+        return tls
+
+    def get_h2(self, address: tuple[str, int], http: HttpProtocolConfig,
+               sni: str | None = None) -> Http2ConnectionPool:
+        """The HTTP/2 pool to ``address`` (and ``sni``, with ``auto_sni``); the cluster's
+        ``http2_protocol_options`` shape a pool when it is created."""
+        pools: dict[Any, Http2ConnectionPool] = self._h2_pools
+        key: Any = address
+        if sni and self.tls_for is not None:
+            pools, key = self._sni_h2_pools, (address, sni)
+        pool = pools.get(key)
         if pool is None:
             settings = Http2Settings.of(http.max_concurrent_streams,
                                         http.initial_stream_window_size,
                                         http.initial_connection_window_size)
-            pool = self._h2_pools[address] = Http2ConnectionPool(
+            pool = pools[key] = Http2ConnectionPool(
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
                 self.options.max_requests_per_connection, self.options.local_addr,
-                tls=self.tls_for(address) if self.tls_for is not None else None,
+                tls=self._tls(address, sni, http.auto_san_validation),
                 keepalive=self.options.tcp_keepalive)
         return pool
 
-    def get(self, address: tuple[str, int]) -> Http1ConnectionPool:
-        pool = self._pools.get(address)
+    def get(self, address: tuple[str, int], sni: str | None = None,
+            validate_san: bool = False) -> Http1ConnectionPool:
+        pools: dict[Any, Http1ConnectionPool] = self._pools
+        key: Any = address
+        if sni and self.tls_for is not None:
+            pools, key = self._sni_pools, (address, sni)
+        pool = pools.get(key)
         if pool is None:
             pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options,
-                                       self.tls_for(address) if self.tls_for else None)
-            self._pools[address] = pool
+                                       self._tls(address, sni, validate_san))
+            pools[key] = pool
             if self._sweeper is not None:
                 self._sweeper.watch(pool)
         return pool
@@ -204,13 +224,22 @@ class UpstreamPools:
         h2_pool = self._h2_pools.pop(address, None)
         if h2_pool is not None:
             h2_pool.close()
+        for key in [k for k in self._sni_pools if k[0] == address]:
+            pool = self._sni_pools.pop(key)
+            if self._sweeper is not None:
+                self._sweeper.unwatch(pool)
+            pool.close()
+        for key in [k for k in self._sni_h2_pools if k[0] == address]:
+            self._sni_h2_pools.pop(key).close()
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        for pool in (*self._pools.values(), *self._sni_pools.values()):
             if self._sweeper is not None:
                 self._sweeper.unwatch(pool)
             pool.close()
         self._pools.clear()
-        for h2_pool in self._h2_pools.values():
+        self._sni_pools.clear()
+        for h2_pool in (*self._h2_pools.values(), *self._sni_h2_pools.values()):
             h2_pool.close()
         self._h2_pools.clear()
+        self._sni_h2_pools.clear()

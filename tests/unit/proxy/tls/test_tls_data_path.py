@@ -270,3 +270,74 @@ async def test_upstream_mtls_with_sni_alpn_and_san_verification() -> None:
     finally:
         await proxy.close()
         server.close()
+
+
+async def simple_tls_upstream(pki: Pki, dns: list[str]) -> tuple[asyncio.AbstractServer, int,
+                                                                   list]:
+    """An HTTPS server (no client certificate) for ``dns``, recording the SNI of each
+    connection."""
+    import os
+    import tempfile
+
+    chain, key = pki.issue(None, dns=dns)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    fd, path = tempfile.mkstemp()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + chain)
+    ctx.load_cert_chain(path)
+    os.unlink(path)
+    sni: list = []
+    ctx.sni_callback = lambda obj, name, _ctx: sni.append(name)  # type: ignore[assignment]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    return server, server.sockets[0].getsockname()[1], sni
+
+
+async def test_auto_sni_and_auto_san_validation() -> None:
+    """Istio's TLS origination (DestinationRule SIMPLE without ``sni``): the cluster's
+    upstream_http_protocol_options auto_sni sends the request's host as SNI, and
+    auto_san_validation wants it in the server certificate's DNS SANs (wildcards as Envoy);
+    connections are pooled per host."""
+    from envoy.config.core.v3 import protocol_pb2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    from pistio.proxy.tls.secrets import validation_secret
+    from tests.unit.proxy.http_fixtures import fetch, http_listener
+
+    pki = Pki()
+    server, upstream_port, sni = await simple_tls_upstream(
+        pki, ["api.example.com", "*.wild.example"])
+    options = hpo.HttpProtocolOptions(
+        upstream_http_protocol_options=protocol_pb2.UpstreamHttpProtocolOptions(
+            auto_sni=True, auto_san_validation=True))
+    options.explicit_http_config.http_protocol_options.SetInParent()
+    ext = eds_cluster("ext", transport_socket=tls_socket(upstream_tls(cert=None)))
+    ext.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(pack(options))
+    proxy = TlsProxy()
+    port = free_port()
+    try:
+        await proxy.apply_with_secrets(
+            {"ROOTCA": validation_secret("ROOTCA", pki.root_pem)},
+            listeners=[http_listener("out", port)],
+            routes=[route_config("http", [route("/", cluster="ext")])],
+            clusters=[ext], assignments=[load_assignment("ext", [upstream_port])])
+        assert (await fetch(port, "/", host="api.example.com")).status == 200
+        assert (await fetch(port, "/", host="a.wild.example:443")).status == 200
+        assert sni == ["api.example.com", "a.wild.example"]
+        r = await fetch(port, "/", host="other.example.com")  # not in the certificate
+        assert (r.status, r.body.endswith(b"connection failure")) == (503, True)
+        assert (await fetch(port, "/", host="api.example.com")).status == 200  # pooled
+        assert sni[-1] == "other.example.com" and len(sni) == 3
+    finally:
+        await proxy.close()
+        server.close()
