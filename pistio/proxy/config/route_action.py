@@ -232,7 +232,6 @@ class RetryPolicy:
     retry_on: RetryOn
     num_retries: int = DEFAULT_NUM_RETRIES
     per_try_timeout: float = 0.0  # 0: the attempt may use the whole route timeout
-    per_try_idle_timeout: float = 0.0
     base_interval: float = DEFAULT_BACKOFF_BASE
     max_interval: float = 10 * DEFAULT_BACKOFF_BASE
     retriable_status_codes: frozenset[int] = frozenset()
@@ -326,7 +325,6 @@ def compile_retry_policy(p: rc.RetryPolicy, where: str) -> RetryPolicy:
         retry_on=flags,
         num_retries=p.num_retries.value if p.HasField("num_retries") else DEFAULT_NUM_RETRIES,
         per_try_timeout=seconds(p.per_try_timeout),
-        per_try_idle_timeout=seconds(p.per_try_idle_timeout),
         base_interval=base,
         max_interval=max_interval,
         retriable_status_codes=frozenset(p.retriable_status_codes),

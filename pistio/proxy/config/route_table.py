@@ -159,7 +159,8 @@ _HEADER_MUTATION_FIELDS = frozenset({
     "response_headers_to_add", "response_headers_to_remove",
 })
 _RETRY_POLICY_FIELDS = frozenset({
-    "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_priority",
+    # per_try_idle_timeout is not: NACKed (not enforced by pistio's router).
+    "retry_on", "num_retries", "per_try_timeout", "retry_priority",
     "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes",
     "retry_back_off", "retriable_headers", "retriable_request_headers",
 })

@@ -554,6 +554,16 @@ class RouterStream:
             self._local_failure(503, NO_HEALTHY_UPSTREAM_BODY, rf.NO_HEALTHY_UPSTREAM,
                                 "no_healthy_upstream")
             return
+        action = self.action
+        if action is not None and action.auto_host_rewrite and self.attempts == 0:
+            # The host header becomes the chosen host's name (DNS clusters), as Envoy does
+            # once the first host is picked.
+            hostname = host.config.hostname
+            if hostname:
+                head = self.stream.head
+                if action.append_x_forwarded_host:
+                    head.add(X_FORWARDED_HOST, head.authority)
+                head.set(b"host", hostname.encode("latin-1"))
         pools = cluster.pools(self.ctx.loop)
         http = cluster.config.http
         # auto_sni: TLS connections name the request's host (after host rewrites).

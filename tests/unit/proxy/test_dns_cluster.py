@@ -185,6 +185,27 @@ async def test_strict_and_logical_dns_through_the_proxy_with_localhost(env: Env)
     assert [h[0] for h in env.proxy.clusters.host_status_dump()["logical"]] == ["127.0.0.1"]
 
 
+async def test_auto_host_rewrite_sends_the_dns_name(env: Env):
+    """A route's auto_host_rewrite replaces the host header with the chosen host's DNS name
+    (with append_x_forwarded_host, the original goes to x-forwarded-host)."""
+    from envoy.config.route.v3 import route_components_pb2 as rc
+
+    env.proxy = InProcessProxy()
+    env.servers = await upstreams("up")
+    port = env.servers[0].port
+    cluster = dns_cluster("strict", [("localhost", port)])
+    action = rc.RouteAction(cluster="strict", append_x_forwarded_host=True)
+    action.auto_host_rewrite.value = True
+    await env.proxy.apply(
+        [http_listener("gw", env.port)],
+        [route_config("http", [route(match=rc.RouteMatch(prefix="/"), route=action)])],
+        [cluster])
+    r = await fetch(env.port, "/", host="shop.example")
+    assert r.status == 200
+    got = env.servers[0].received[-1].headers
+    assert (got["host"], got["x-forwarded-host"]) == ("localhost", "shop.example")
+
+
 async def test_all_families_make_a_host_per_address(env: Env):
     if not _has_ipv6_localhost():
         pytest.skip("localhost has no IPv6 loopback address here")

@@ -88,6 +88,15 @@ def test_every_unsupported_field_is_named_with_its_path():
     ]
 
 
+def test_a_retry_idle_timeout_is_refused_rather_than_ignored():
+    """per_try_idle_timeout is not enforced by pistio's router: NACKed with its path."""
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "c", "retry_policy": {
+        "retry_on": "5xx", "per_try_idle_timeout": "1s"}}}
+    assert problems_of(one_route(route)) == [
+        "RouteConfiguration 9080: virtual_hosts[0].routes[0].route.retry_policy."
+        "per_try_idle_timeout: field not supported by pistio"]
+
+
 def test_unsupported_and_invalid_problems_come_together():
     problems = problems_of(one_route({
         "match": {"safe_regex": {"regex": "(?=x)"}},
