@@ -227,12 +227,7 @@ class WorkerFeed:
         for worker in workers:
             worker.writer.close()
         for worker in workers:
-            try:
-                await asyncio.wait_for(worker.process.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
-                await worker.process.wait()
+            await self._reap(worker, timeout)
             if worker.reader_task is not None:
                 worker.reader_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

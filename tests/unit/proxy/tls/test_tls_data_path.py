@@ -198,17 +198,25 @@ async def test_rotation_changes_new_connections_only() -> None:
             writer.close()
 
 
-async def tls_upstream(pki: Pki, uri: str) -> tuple[asyncio.AbstractServer, int, list]:
-    """An HTTP/1.1 server over mTLS that records the client's identity and SNI."""
-    chain, key = pki.issue(uri)
+def server_context(chain: bytes, key: bytes) -> ssl.SSLContext:
+    """A TLS server context presenting ``chain`` (ssl loads keys from files only)."""
     import os
     import tempfile
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     fd, path = tempfile.mkstemp()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + chain)
-    ctx.load_cert_chain(path)
-    os.unlink(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + chain)
+        ctx.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+    return ctx
+
+
+async def tls_upstream(pki: Pki, uri: str) -> tuple[asyncio.AbstractServer, int, list]:
+    """An HTTP/1.1 server over mTLS that records the client's identity and SNI."""
+    ctx = server_context(*pki.issue(uri))
     ctx.load_verify_locations(cadata=pki.root_pem.decode())
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.set_alpn_protocols(["istio", "http/1.1"])
@@ -276,16 +284,7 @@ async def simple_tls_upstream(pki: Pki, dns: list[str]) -> tuple[asyncio.Abstrac
                                                                    list]:
     """An HTTPS server (no client certificate) for ``dns``, recording the SNI of each
     connection."""
-    import os
-    import tempfile
-
-    chain, key = pki.issue(None, dns=dns)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    fd, path = tempfile.mkstemp()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + chain)
-    ctx.load_cert_chain(path)
-    os.unlink(path)
+    ctx = server_context(*pki.issue(None, dns=dns))
     sni: list = []
     ctx.sni_callback = lambda obj, name, _ctx: sni.append(name)  # type: ignore[assignment]
 
