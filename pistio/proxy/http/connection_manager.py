@@ -318,7 +318,9 @@ class HttpConnectionManager:
         stats.downstream_rq_http1_total += 1
         stats.downstream_rq_active += 1
         active = ActiveStream(self, stream)
-        if self.path_normalization is None or active.normalize_path(self.path_normalization):
+        policy = self.path_normalization
+        if policy is None or policy.unchanged(stream.head.target) or active.normalize_path(
+                policy):
             active.decode(0)
 
     def on_http2_request(self, stream: Http2Stream) -> None:
@@ -327,7 +329,9 @@ class HttpConnectionManager:
         stats.downstream_rq_http2_total += 1
         stats.downstream_rq_active += 1
         active = ActiveStream(self, stream)  # type: ignore[arg-type]
-        if self.path_normalization is None or active.normalize_path(self.path_normalization):
+        policy = self.path_normalization
+        if policy is None or policy.unchanged(stream.head.target) or active.normalize_path(
+                policy):
             active.decode(0)
 
 

@@ -303,6 +303,10 @@ class Http1ServerConnection(asyncio.Protocol):
         self._max_header_bytes = options.max_request_headers_bytes
         self._max_headers = options.max_headers_count
         self._underscores = options.headers_with_underscores
+        # max_requests_per_connection / max_connection_duration: counted and checked per
+        # request only when one is set.
+        self._limits = bool(options.max_requests_per_connection
+                            or options.max_connection_duration)
         self._requests = 0  # requests received on this connection
         self._expired = False  # max_connection_duration reached: drain
         self._duration_timer: asyncio.TimerHandle | None = None
@@ -513,14 +517,8 @@ class Http1ServerConnection(asyncio.Protocol):
         # so the client reconnects under the new config (Envoy's immediate drain).
         stream.close_after = not parser.should_keep_alive() or getattr(self._handler,
                                                                        "draining", False)
-        self._requests += 1
-        limit = self._opts.max_requests_per_connection
-        if limit and self._requests >= limit:
-            if self._requests == limit:
-                self._handler.stats.downstream_cx_max_requests_reached += 1  # type: ignore[attr-defined]
-            stream.close_after = True
-        elif self._expired:
-            stream.close_after = True
+        if self._limits:
+            self._count_request(stream)
         if upgrade is not None:
             # After a refused upgrade the bytes that followed the head are not HTTP.
             stream.upgrade = True
@@ -553,6 +551,18 @@ class Http1ServerConnection(asyncio.Protocol):
         if stream is not None:
             self._rx = None
             stream._request_complete()
+
+    def _count_request(self, stream: Http1Stream) -> None:
+        """max_requests_per_connection: the last request's response closes the connection;
+        after max_connection_duration every response does."""
+        self._requests += 1
+        limit = self._opts.max_requests_per_connection
+        if limit and self._requests >= limit:
+            if self._requests == limit:
+                self._handler.stats.downstream_cx_max_requests_reached += 1  # type: ignore[attr-defined]
+            stream.close_after = True
+        elif self._expired:
+            stream.close_after = True
 
     def _max_duration_reached(self) -> None:
         """max_connection_duration: close now if idle, else after the response in progress."""

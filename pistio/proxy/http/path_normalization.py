@@ -195,12 +195,17 @@ class PathNormalization:
             return None
         return cls(normalize, merge, escaped_slashes)
 
+    def unchanged(self, target: bytes) -> bool:
+        """The common case, whatever the settings: an origin-form target with no byte to
+        escape or unescape (so no '%' and no '\\'), no dot, no "//" to merge — one C-speed
+        pass over it. False means ``apply`` must look."""
+        return (target[:1] == b"/" and not target.translate(None, _FAST)
+                and (not self.merge or b"//" not in target))
+
     def apply(self, target: bytes) -> tuple[PathAction, bytes] | None:
         """(what to do, the new target); ``None`` when the target stays as it is. The caller
         passes origin-form targets only (starting with '/')."""
-        # The common case, whatever the settings: no byte to escape or unescape (so no '%'
-        # and no '\\'), no dot, no "//" to merge — one C-speed pass over the target.
-        if not target.translate(None, _FAST) and (not self.merge or b"//" not in target):
+        if self.unchanged(target):
             return None
         q = target.find(b"?")
         path = target if q < 0 else target[:q]

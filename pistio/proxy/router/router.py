@@ -310,8 +310,9 @@ class RouterStream:
         timeout = action.timeout
         index = head.index
         grpc_max = action.max_grpc_timeout
-        grpc_timeouts = (grpc_max is not None and action.max_stream_duration is None
-                         and grpc.is_grpc(index.get(b"content-type")))
+        grpc_timeouts = False
+        if grpc_max is not None and action.max_stream_duration is None:
+            grpc_timeouts = grpc.is_grpc(index.get(b"content-type"))
         if grpc_timeouts:
             raw = index.get(grpc.GRPC_TIMEOUT)
             value = (grpc.parse_grpc_timeout(raw) if raw is not None else None) or 0.0
@@ -321,25 +322,27 @@ class RouterStream:
             if grpc_max and (value == 0 or value > grpc_max):
                 value = grpc_max
             timeout = value
-        raw = index.get(X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
-        if raw is not None:
+        if X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS in index:
+            raw = index[X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS]
             if raw.isdigit():
                 timeout = int(raw) / 1000
             head.remove(X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
-        raw = index.get(X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
-        if raw is not None:
+        if X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS in index:
+            raw = index[X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS]
             if raw.isdigit():
                 self.per_try_timeout = int(raw) / 1000
             head.remove(X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
-        if timeout and self.per_try_timeout >= timeout:
-            self.per_try_timeout = 0.0
+        per_try = self.per_try_timeout
+        if timeout and per_try >= timeout:
+            per_try = self.per_try_timeout = 0.0
         self.timeout = timeout
-        expected = int((self.per_try_timeout or timeout) * 1000)
+        expected = per_try or timeout
         if expected > 0:
+            ms = int(expected * 1000)
             if not self.config.suppress_envoy_headers:
-                head.set(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, b"%d" % expected)
+                head.set(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, b"%d" % ms)
             if grpc_timeouts:
-                head.set(grpc.GRPC_TIMEOUT, grpc.format_grpc_timeout(expected))
+                head.set(grpc.GRPC_TIMEOUT, grpc.format_grpc_timeout(ms))
 
     def _arm_stream_duration(self, msd: MaxStreamDuration) -> None:
         """The route's ``max_stream_duration``; for a gRPC call with ``grpc-timeout`` and
