@@ -64,6 +64,7 @@ from typing import Protocol
 from pistio.proxy.access_log import response_flags as flags
 from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo, StreamInfo
 from pistio.proxy.config.cluster_config import DEFAULT_CONNECT_TIMEOUT, ClusterConfig
+from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY
 from pistio.proxy.config.listener_config import (
     DEFAULT_PER_CONNECTION_BUFFER_LIMIT,
     ConnInfo,
@@ -74,6 +75,7 @@ from pistio.proxy.stats.families import ClusterStats
 from pistio.proxy.stats.store import Counter, StatsStore
 from pistio.proxy.tls.downstream import TlsHandoff
 from pistio.proxy.tls.upstream import UpstreamTls, open_connection
+from pistio.proxy.upstream.proxy_protocol import proxy_protocol_header
 
 # Read-pause reason: the other side's transport does not exist yet.
 PEER_NOT_ATTACHED = 1 << 8
@@ -294,12 +296,20 @@ class TcpProxyFilter:
         session.upstream, session.downstream = upstream, downstream_side
 
         tls = upstreams.tls_for(cluster, host) if upstreams.tls_for is not None else None
+        proxy_header = None
+        if cluster_config is not None:  # upstream_proxy_protocol: the downstream's addresses
+            endpoint = getattr(host, "config", None)
+            match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
+            version = cluster_config.transport_socket_for(match).proxy_protocol_version
+            if version is not None:
+                proxy_header = proxy_protocol_header(
+                    version, (conn.src_ip, conn.src_port), (conn.dst_ip, conn.dst_port))
         cluster_stats.upstream_cx_total += 1
         started = loop.time()
         try:
             async with asyncio.timeout(connect_timeout):
                 await open_connection(loop, lambda: upstream, address, port, local_addr=bind,
-                                      tls=tls, keepalive=keepalive)
+                                      tls=tls, keepalive=keepalive, proxy_header=proxy_header)
         except (OSError, TimeoutError) as err:
             cluster_stats.upstream_cx_connect_fail += 1
             if isinstance(err, TimeoutError):

@@ -571,12 +571,15 @@ class RouterStream:
         http = cluster.config.http
         # auto_sni: TLS connections name the request's host (after host rewrites).
         sni = _host_of(self.stream.head.authority) if http.auto_sni else None
+        # upstream_proxy_protocol: connections carry this downstream's addresses.
+        header = (cluster.proxy_protocol_header(host.config, self.s.info.downstream)
+                  if cluster.proxy_protocol else None)
         if http.protocol is UpstreamProtocol.HTTP2 or (
                 http.protocol is UpstreamProtocol.USE_DOWNSTREAM
                 and self.stream.head.version == "2"):
-            pool = pools.get_h2((host.address, host.port), http, sni)
+            pool = pools.get_h2((host.address, host.port), http, sni, header)
         else:
-            pool = pools.get((host.address, host.port), sni, http.auto_san_validation)
+            pool = pools.get((host.address, host.port), sni, http.auto_san_validation, header)
         cb = cluster.circuit_breakers
         if not pool.idle and cb.requests.count >= cb.connections.limit:
             # HTTP/1.1: every busy connection carries one request; a new one would pass

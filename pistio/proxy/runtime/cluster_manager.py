@@ -35,7 +35,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pistio.proxy.config.cluster_config import DiscoveryType
-from pistio.proxy.config.endpoints import EndpointConfig, LoadAssignment
+from pistio.proxy.config.endpoints import (
+    TRANSPORT_SOCKET_MATCH_KEY,
+    EndpointConfig,
+    LoadAssignment,
+)
 from pistio.proxy.runtime.snapshot import ActiveCluster, ConfigSnapshot, empty_assignment
 from pistio.proxy.stats.families import ClusterStats
 from pistio.proxy.stats.store import StatsStore
@@ -48,6 +52,7 @@ from pistio.proxy.upstream.health_check import HealthChecker, Transition
 from pistio.proxy.upstream.host import Host
 from pistio.proxy.upstream.load_balancer import LoadBalancer
 from pistio.proxy.upstream.outlier_detection import OutlierDetector
+from pistio.proxy.upstream.proxy_protocol import proxy_protocol_header
 
 log = logging.getLogger("pistio.proxy.cluster_manager")
 
@@ -59,7 +64,7 @@ class ClusterRuntime:
 
     __slots__ = ("config", "assignment", "lb", "circuit_breakers", "outlier_detector",
                  "_pools", "draining", "health_checker", "dns", "initializing",
-                 "_init_waiters", "_stats", "tls")
+                 "_init_waiters", "_stats", "tls", "proxy_protocol")
 
     def __init__(
         self,
@@ -72,6 +77,9 @@ class ClusterRuntime:
         config = self.config = cluster.config
         # TLS transport sockets (the cluster manager points their secrets at its snapshot).
         self.tls = ClusterTls(config)
+        # Some transport socket sends a PROXY protocol header (upstream_proxy_protocol).
+        self.proxy_protocol = config.transport_socket.proxy_protocol_version is not None or any(
+            m.socket.proxy_protocol_version is not None for m in config.transport_socket_matches)
         self.assignment: LoadAssignment | None = cluster.assignment
         self.health_checker: HealthChecker | None = None
         self.dns: DnsResolver | None = None
@@ -234,6 +242,18 @@ class ClusterRuntime:
                 tcp_keepalive=self.config.tcp_keepalive,
             ), tls_for=self._tls_for_address if self.tls.enabled else None)
         return self._pools
+
+    def proxy_protocol_header(self, endpoint: EndpointConfig | None,
+                              downstream: object) -> bytes | None:
+        """The PROXY protocol header a connection to ``endpoint`` starts with, from the
+        downstream connection's addresses (None: its transport socket sends none)."""
+        match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
+        version = self.config.transport_socket_for(match).proxy_protocol_version
+        if version is None:
+            return None
+        # The connection's own peer (Envoy's remoteAddress), not one taken from XFF.
+        return proxy_protocol_header(version, getattr(downstream, "direct_remote_address", None),
+                                     getattr(downstream, "local_address", None))
 
     def upstream_tls(self, endpoint: EndpointConfig | None) -> UpstreamTls | None:
         """The TLS of the transport socket ``endpoint`` gets (None: plaintext)."""

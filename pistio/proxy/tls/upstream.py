@@ -18,6 +18,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from pistio.proxy.config.cluster_config import ClusterConfig, TcpKeepalive, UpstreamTlsConfig
 from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY, EndpointConfig
@@ -129,24 +130,47 @@ async def open_connection(
     local_addr: tuple[str, int] | None = None,
     tls: UpstreamTls | None = None,
     keepalive: TcpKeepalive | None = None,
+    proxy_header: bytes | None = None,
 ) -> asyncio.BaseTransport:
     """Connect (and, with ``tls``, handshake and verify); returns the transport.
-    ``keepalive``: the cluster's ``upstream_connection_options.tcp_keepalive``."""
+    ``keepalive``: the cluster's ``upstream_connection_options.tcp_keepalive``;
+    ``proxy_header``: a PROXY protocol header sent first, before any TLS handshake."""
+    where: dict[str, Any] = {"host": host, "port": port, "local_addr": local_addr}
+    if proxy_header is not None:
+        where = {"sock": await _connect_with_header(loop, host, port, local_addr, proxy_header)}
     if tls is None:
-        transport, _ = await loop.create_connection(factory, host, port, local_addr=local_addr)
+        transport, _ = await loop.create_connection(factory, **where)
     else:
         ctx = tls.context()
         if ctx is None:
             raise UpstreamTlsError(NO_SECRET)
         check = _VerifyPeer(factory(), tls)
         transport, _ = await loop.create_connection(
-            lambda: check, host, port, ssl=ctx, server_hostname=tls.server_hostname,
-            local_addr=local_addr)
+            lambda: check, ssl=ctx, server_hostname=tls.server_hostname, **where)
         if check.failure is not None:
             raise UpstreamTlsError(check.failure)
     if keepalive is not None:
         set_tcp_keepalive(transport.get_extra_info("socket"), keepalive)
     return transport
+
+
+async def _connect_with_header(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                               local_addr: tuple[str, int] | None,
+                               header: bytes) -> socket.socket:
+    """A connected socket whose first bytes are ``header`` (then handed to the transport)."""
+    family, kind, proto, _, address = (await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM))[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        if local_addr is not None:
+            sock.bind(local_addr)
+        await loop.sock_connect(sock, address)
+        await loop.sock_sendall(sock, header)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def set_tcp_keepalive(sock: socket.socket | None, keepalive: TcpKeepalive) -> None:

@@ -54,6 +54,7 @@ class Http1ConnectionPool:
         port: int,
         options: UpstreamHttpOptions,
         tls: UpstreamTls | None = None,
+        proxy_header: bytes | None = None,
     ) -> None:
         self.loop = loop
         # Finished responses go downstream when the loop's turn is over (deferred_writes).
@@ -63,6 +64,8 @@ class Http1ConnectionPool:
         self.options = options
         # The host's TLS transport socket: a handshake per new connection, none per request.
         self.tls = tls
+        # upstream_proxy_protocol: what every new connection of this pool sends first.
+        self.proxy_header = proxy_header
         # Most recently released last: pop() takes the warmest, [0] is the oldest.
         self.idle: list[Http1ClientConnection] = []
         self.connections: set[Http1ClientConnection] = set()
@@ -90,7 +93,8 @@ class Http1ConnectionPool:
             await asyncio.wait_for(
                 open_connection(self.loop, lambda: conn, self.host, self.port,
                                 local_addr=self.options.local_addr, tls=self.tls,
-                                keepalive=self.options.tcp_keepalive),
+                                keepalive=self.options.tcp_keepalive,
+                                proxy_header=self.proxy_header),
                 self.options.connect_timeout,
             )
         except TimeoutError:
@@ -167,9 +171,10 @@ class UpstreamPools:
         self.tls_for = tls_for
         self._pools: dict[tuple[str, int], Http1ConnectionPool] = {}
         self._h2_pools: dict[tuple[str, int], Http2ConnectionPool] = {}
-        # auto_sni: connections carry the request's host as SNI, so they are pooled per host.
-        self._sni_pools: dict[tuple[tuple[str, int], str], Http1ConnectionPool] = {}
-        self._sni_h2_pools: dict[tuple[tuple[str, int], str], Http2ConnectionPool] = {}
+        # auto_sni (the request's host as SNI) and the PROXY protocol (the downstream's
+        # addresses) make connections that only some requests may use: pooled per variant.
+        self._variant_pools: dict[tuple[Any, ...], Http1ConnectionPool] = {}
+        self._variant_h2_pools: dict[tuple[Any, ...], Http2ConnectionPool] = {}
 
     def _tls(self, address: tuple[str, int], sni: str | None,
              validate_san: bool) -> UpstreamTls | None:
@@ -179,13 +184,15 @@ class UpstreamPools:
         return tls
 
     def get_h2(self, address: tuple[str, int], http: HttpProtocolConfig,
-               sni: str | None = None) -> Http2ConnectionPool:
-        """The HTTP/2 pool to ``address`` (and ``sni``, with ``auto_sni``); the cluster's
-        ``http2_protocol_options`` shape a pool when it is created."""
+               sni: str | None = None, proxy_header: bytes | None = None
+               ) -> Http2ConnectionPool:
+        """The HTTP/2 pool to ``address`` (for ``sni`` with ``auto_sni``, and for the PROXY
+        protocol ``proxy_header``); the cluster's ``http2_protocol_options`` shape a pool when
+        it is created."""
         pools: dict[Any, Http2ConnectionPool] = self._h2_pools
         key: Any = address
-        if sni and self.tls_for is not None:
-            pools, key = self._sni_h2_pools, (address, sni)
+        if proxy_header is not None or (sni and self.tls_for is not None):
+            pools, key = self._variant_h2_pools, (address, sni, proxy_header)
         pool = pools.get(key)
         if pool is None:
             settings = Http2Settings.of(http.max_concurrent_streams,
@@ -195,19 +202,20 @@ class UpstreamPools:
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
                 self.options.max_requests_per_connection, self.options.local_addr,
                 tls=self._tls(address, sni, http.auto_san_validation),
-                keepalive=self.options.tcp_keepalive)
+                keepalive=self.options.tcp_keepalive, proxy_header=proxy_header)
         return pool
 
     def get(self, address: tuple[str, int], sni: str | None = None,
-            validate_san: bool = False) -> Http1ConnectionPool:
+            validate_san: bool = False, proxy_header: bytes | None = None
+            ) -> Http1ConnectionPool:
         pools: dict[Any, Http1ConnectionPool] = self._pools
         key: Any = address
-        if sni and self.tls_for is not None:
-            pools, key = self._sni_pools, (address, sni)
+        if proxy_header is not None or (sni and self.tls_for is not None):
+            pools, key = self._variant_pools, (address, sni, proxy_header)
         pool = pools.get(key)
         if pool is None:
             pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options,
-                                       self._tls(address, sni, validate_san))
+                                       self._tls(address, sni, validate_san), proxy_header)
             pools[key] = pool
             if self._sweeper is not None:
                 self._sweeper.watch(pool)
@@ -224,22 +232,22 @@ class UpstreamPools:
         h2_pool = self._h2_pools.pop(address, None)
         if h2_pool is not None:
             h2_pool.close()
-        for key in [k for k in self._sni_pools if k[0] == address]:
-            pool = self._sni_pools.pop(key)
+        for key in [k for k in self._variant_pools if k[0] == address]:
+            pool = self._variant_pools.pop(key)
             if self._sweeper is not None:
                 self._sweeper.unwatch(pool)
             pool.close()
-        for key in [k for k in self._sni_h2_pools if k[0] == address]:
-            self._sni_h2_pools.pop(key).close()
+        for key in [k for k in self._variant_h2_pools if k[0] == address]:
+            self._variant_h2_pools.pop(key).close()
 
     def close(self) -> None:
-        for pool in (*self._pools.values(), *self._sni_pools.values()):
+        for pool in (*self._pools.values(), *self._variant_pools.values()):
             if self._sweeper is not None:
                 self._sweeper.unwatch(pool)
             pool.close()
         self._pools.clear()
-        self._sni_pools.clear()
-        for h2_pool in (*self._h2_pools.values(), *self._sni_h2_pools.values()):
+        self._variant_pools.clear()
+        for h2_pool in (*self._h2_pools.values(), *self._variant_h2_pools.values()):
             h2_pool.close()
         self._h2_pools.clear()
-        self._sni_h2_pools.clear()
+        self._variant_h2_pools.clear()

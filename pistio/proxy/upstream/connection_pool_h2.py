@@ -41,9 +41,11 @@ class Http2ConnectionPool:
         local_addr: tuple[str, int] | None = None,
         tls: UpstreamTls | None = None,
         keepalive: TcpKeepalive | None = None,
+        proxy_header: bytes | None = None,
     ) -> None:
         self.local_addr = local_addr
         self.keepalive = keepalive
+        self.proxy_header = proxy_header  # upstream_proxy_protocol: sent first
         self.tls = tls  # the host's TLS transport socket (ALPN h2 comes from its config)
         self.loop = loop
         self.host = host
@@ -93,7 +95,7 @@ class Http2ConnectionPool:
             await asyncio.wait_for(
                 open_connection(self.loop, lambda: conn, self.host, self.port,
                                 local_addr=self.local_addr, tls=self.tls,
-                                keepalive=self.keepalive),
+                                keepalive=self.keepalive, proxy_header=self.proxy_header),
                 self.connect_timeout,
             )
         except TimeoutError:
