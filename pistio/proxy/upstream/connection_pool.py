@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from pistio.proxy.http.http1_downstream import Http1Stream
 
 _INF = float("inf")
+# Variant pools are looked over for unused ones once they are this many (then twice as many
+# as were kept): one per downstream connection with the PROXY protocol would pile up.
+VARIANT_PRUNE_MIN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,11 @@ class Http1ConnectionPool:
             conn.close()
         self.deadline = idle[0].idle_since + timeout if idle else _INF
 
+    @property
+    def unused(self) -> bool:
+        """No connection open or being opened (the pool can be forgotten)."""
+        return not self.connections and not self._connecting
+
     def close(self) -> None:
         for task in list(self._connecting):
             task.cancel()
@@ -175,6 +183,7 @@ class UpstreamPools:
         # addresses) make connections that only some requests may use: pooled per variant.
         self._variant_pools: dict[tuple[Any, ...], Http1ConnectionPool] = {}
         self._variant_h2_pools: dict[tuple[Any, ...], Http2ConnectionPool] = {}
+        self._prune_at = VARIANT_PRUNE_MIN
 
     def _tls(self, address: tuple[str, int], sni: str | None,
              validate_san: bool) -> UpstreamTls | None:
@@ -198,6 +207,8 @@ class UpstreamPools:
             settings = Http2Settings.of(http.max_concurrent_streams,
                                         http.initial_stream_window_size,
                                         http.initial_connection_window_size)
+            if pools is self._variant_h2_pools:
+                self._prune_variants()
             pool = pools[key] = Http2ConnectionPool(
                 self.loop, address[0], address[1], settings, self.options.connect_timeout,
                 self.options.max_requests_per_connection, self.options.local_addr,
@@ -214,12 +225,30 @@ class UpstreamPools:
             pools, key = self._variant_pools, (address, sni, proxy_header)
         pool = pools.get(key)
         if pool is None:
+            if pools is self._variant_pools:
+                self._prune_variants()
             pool = Http1ConnectionPool(self.loop, address[0], address[1], self.options,
                                        self._tls(address, sni, validate_san), proxy_header)
             pools[key] = pool
             if self._sweeper is not None:
                 self._sweeper.watch(pool)
         return pool
+
+    def _prune_variants(self) -> None:
+        """Forget the variant pools that hold no connection any more (their connections
+        closed on idle timeout or failure), once there are enough of them to matter."""
+        if len(self._variant_pools) + len(self._variant_h2_pools) < self._prune_at:
+            return
+        for key, pool in list(self._variant_pools.items()):
+            if pool.unused:
+                del self._variant_pools[key]
+                if self._sweeper is not None:
+                    self._sweeper.unwatch(pool)
+        for key, h2_pool in list(self._variant_h2_pools.items()):
+            if h2_pool.unused:
+                del self._variant_h2_pools[key]
+        self._prune_at = max(VARIANT_PRUNE_MIN,
+                             2 * (len(self._variant_pools) + len(self._variant_h2_pools)))
 
     def close_host(self, address: tuple[str, int]) -> None:
         """Close every connection to one host (Envoy's

@@ -163,6 +163,11 @@ class Http2ConnectionPool:
     def on_deadline(self, now: float) -> None:
         self.deadline = _INF
 
+    @property
+    def unused(self) -> bool:
+        """No connection open or being opened, no stream waiting (can be forgotten)."""
+        return not self.connections and not self._connecting and not self._waiting
+
     def close(self) -> None:
         for task in list(self._connecting):
             task.cancel()

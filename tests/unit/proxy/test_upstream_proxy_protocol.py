@@ -141,3 +141,25 @@ async def test_tcp_proxy_sends_the_binary_header_first() -> None:
             await proxy.close()
     assert headers == [proxy_protocol_header(V2, ("127.0.0.1", client_port),
                                              ("127.0.0.1", port))]
+
+
+@pytest.mark.asyncio
+async def test_pools_per_downstream_do_not_pile_up() -> None:
+    """A pool per downstream connection (its PROXY header) is forgotten once it holds no
+    connection; live ones are kept."""
+    from pistio.proxy.upstream.connection_pool import (
+        VARIANT_PRUNE_MIN,
+        UpstreamHttpOptions,
+        UpstreamPools,
+    )
+
+    pools = UpstreamPools(asyncio.get_running_loop(), UpstreamHttpOptions())
+    live = pools.get(("127.0.0.1", 9), proxy_header=b"PROXY UNKNOWN\r\n")
+    live.connections.add(object())  # type: ignore[arg-type]  # as if a connection were open
+    for i in range(10 * VARIANT_PRUNE_MIN):
+        header = proxy_protocol_header(V1, ("127.0.0.1", 1000 + i), ("127.0.0.1", 80))
+        assert pools.get(("127.0.0.1", 9), proxy_header=header).unused
+    assert len(pools._variant_pools) <= VARIANT_PRUNE_MIN
+    assert pools.get(("127.0.0.1", 9), proxy_header=b"PROXY UNKNOWN\r\n") is live
+    live.connections.clear()
+    pools.close()
