@@ -33,7 +33,12 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format
 
-from pistio.proxy.config.endpoints import LoadAssignment, compile_load_assignment
+from pistio.proxy.config.endpoints import (
+    TRANSPORT_SOCKET_MATCH_KEY,
+    EndpointConfig,
+    LoadAssignment,
+    compile_load_assignment,
+)
 from pistio.proxy.config.errors import ConfigError
 from pistio.proxy.config.health_check import HealthCheckConfig, compile_health_checks
 from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED, check_common_tls
@@ -458,6 +463,12 @@ class ClusterConfig:
             if tsm.matches(endpoint_match_metadata):
                 return tsm.socket
         return self.transport_socket
+
+    def transport_socket_of(self, endpoint: EndpointConfig | None) -> TransportSocketConfig:
+        """The transport socket ``endpoint`` gets (None: the cluster's default choice), from
+        its ``envoy.transport_socket_match`` metadata."""
+        return self.transport_socket_for(
+            endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {})
 
 
 # --- compilation ---------------------------------------------------------------------------

@@ -405,10 +405,9 @@ class Http2ClientConnection(Http2ConnectionBase):
                 for stream in list(streams.values()):
                     stream.drain()
                 self.pool.capacity_changed(self)
-            elif kind is h2.events.ConnectionTerminated:
-                self._go_away(event.last_stream_id or 0, downs)
+        # GOAWAYs never reach h2 (GoAwayExtractor), so it reports no ConnectionTerminated;
+        # handled after this read's frames: the streams they let finish may have just ended.
         for last_stream_id, _code in goaways:
-            # After this read's frames: the streams it lets finish may have just finished.
             self._go_away(last_stream_id, downs)
         self.flush()
         seen: set[int] = set()

@@ -64,7 +64,6 @@ from typing import Protocol
 from pistio.proxy.access_log import response_flags as flags
 from pistio.proxy.access_log.stream_info import DownstreamConnectionInfo, StreamInfo
 from pistio.proxy.config.cluster_config import DEFAULT_CONNECT_TIMEOUT, ClusterConfig
-from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY
 from pistio.proxy.config.listener_config import (
     DEFAULT_PER_CONNECTION_BUFFER_LIMIT,
     ConnInfo,
@@ -298,9 +297,8 @@ class TcpProxyFilter:
         tls = upstreams.tls_for(cluster, host) if upstreams.tls_for is not None else None
         proxy_header = None
         if cluster_config is not None:  # upstream_proxy_protocol: the downstream's addresses
-            endpoint = getattr(host, "config", None)
-            match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
-            version = cluster_config.transport_socket_for(match).proxy_protocol_version
+            version = cluster_config.transport_socket_of(
+                getattr(host, "config", None)).proxy_protocol_version
             if version is not None:
                 proxy_header = proxy_protocol_header(
                     version, (conn.src_ip, conn.src_port), (conn.dst_ip, conn.dst_port))

@@ -62,6 +62,7 @@ from pistio.proxy.config.route_action import (
     RouteAction,
     SourceIpHash,
     pick_weighted_cluster,
+    port_start,
     redirect_location,
     rewritten_path,
 )
@@ -952,8 +953,5 @@ class RouterStream:
 def _host_of(authority: bytes) -> str | None:
     """The host of a Host/:authority value without its port (IPv6 brackets removed)."""
     host = authority.decode("latin-1")
-    if host.startswith("["):
-        host = host[1:host.find("]")] if "]" in host else host[1:]
-    else:
-        host = host.rpartition(":")[0] if ":" in host else host
-    return host or None
+    colon = port_start(host)
+    return (host[:colon] if colon >= 0 else host).strip("[]") or None

@@ -35,11 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pistio.proxy.config.cluster_config import DiscoveryType
-from pistio.proxy.config.endpoints import (
-    TRANSPORT_SOCKET_MATCH_KEY,
-    EndpointConfig,
-    LoadAssignment,
-)
+from pistio.proxy.config.endpoints import EndpointConfig, LoadAssignment
 from pistio.proxy.runtime.snapshot import ActiveCluster, ConfigSnapshot, empty_assignment
 from pistio.proxy.stats.families import ClusterStats
 from pistio.proxy.stats.store import StatsStore
@@ -247,8 +243,7 @@ class ClusterRuntime:
                               downstream: object) -> bytes | None:
         """The PROXY protocol header a connection to ``endpoint`` starts with, from the
         downstream connection's addresses (None: its transport socket sends none)."""
-        match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
-        version = self.config.transport_socket_for(match).proxy_protocol_version
+        version = self.config.transport_socket_of(endpoint).proxy_protocol_version
         if version is None:
             return None
         # The connection's own peer (Envoy's remoteAddress), not one taken from XFF.

@@ -47,7 +47,8 @@ def tune_gc() -> None:
 
 
 class DataPlane:
-    """One process's listeners and clusters, following ``holder``."""
+    """One process's listeners and clusters, following ``holder`` from its next snapshot on
+    (both users create it before the first one)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, holder: SnapshotHolder,
                  worker_id: int = 0) -> None:
@@ -65,10 +66,6 @@ class DataPlane:
         holder.subscribe(self.clusters.apply)
         holder.subscribe(self.listeners.apply)
         holder.subscribe(self._first_config)
-        if holder.current.version:  # the holder had a snapshot already: serve it now
-            self.clusters.apply(holder.current)
-            self.listeners.apply(holder.current)
-            self._first_config(holder.current)
 
     def _first_config(self, snapshot: ConfigSnapshot) -> None:
         if not self._tuned:

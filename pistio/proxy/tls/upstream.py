@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pistio.proxy.config.cluster_config import ClusterConfig, TcpKeepalive, UpstreamTlsConfig
-from pistio.proxy.config.endpoints import TRANSPORT_SOCKET_MATCH_KEY, EndpointConfig
+from pistio.proxy.config.endpoints import EndpointConfig
 from pistio.proxy.tls.context import TlsSettings, Verify, get_context
 from pistio.proxy.tls.peer import peer_certificate, san_matches
 from pistio.proxy.tls.secrets import CertificateSecret, Secret, ValidationSecret
@@ -222,8 +222,7 @@ class ClusterTls:
     def for_endpoint(self, endpoint: EndpointConfig | None) -> UpstreamTls | None:
         if not self.enabled:
             return None
-        match = endpoint.metadata.get(TRANSPORT_SOCKET_MATCH_KEY, {}) if endpoint else {}
-        socket = self.config.transport_socket_for(match)
+        socket = self.config.transport_socket_of(endpoint)
         if socket.tls is None:
             return None
         tls = self._by_socket.get(id(socket))
