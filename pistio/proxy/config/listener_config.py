@@ -196,6 +196,8 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
                 "access_log",
                 "use_remote_address",
                 "xff_num_trusted_hops",
+                "skip_xff_append",
+                "internal_address_config",
                 "generate_request_id",
                 "preserve_external_request_id",
                 "forward_client_cert_details",
@@ -209,6 +211,8 @@ _ALLOWED: Mapping[str, frozenset[str]] = {
             }
         )
     ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    ".InternalAddressConfig": frozenset({"unix_sockets", "cidr_ranges"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.Rds": frozenset(
         {"config_source", "route_config_name"}
     ),
@@ -363,6 +367,11 @@ class HttpConnectionManagerConfig:
     server_name: str = "envoy"
     use_remote_address: bool = False
     xff_num_trusted_hops: int = 0
+    skip_xff_append: bool = False
+    # internal_address_config: CIDR ranges ("10.0.0.0/8") and Unix socket peers; none set:
+    # no address is internal (Envoy 1.36 and later).
+    internal_cidrs: tuple[str, ...] = ()
+    internal_unix_sockets: bool = False
     generate_request_id: bool = True
     preserve_external_request_id: bool = False
     use_request_id_for_trace_sampling: bool = True
@@ -795,6 +804,17 @@ def _filter_chain(fc: lc.FilterChain, path: str, problems: list[str]) -> FilterC
                              tuple(istio_stats))
 
 
+def _internal_cidrs(config: Any, path: str, problems: list[str]) -> tuple[str, ...]:
+    out = []
+    for i, r in enumerate(config.cidr_ranges):
+        try:
+            out.append(str(ipaddress.ip_network(f"{r.address_prefix}/{r.prefix_len.value}",
+                                                strict=False)))
+        except ValueError as err:
+            problems.append(f"{path}.internal_address_config.cidr_ranges[{i}]: {err}")
+    return tuple(out)
+
+
 def _chain_match(
     m: lc.FilterChainMatch, path: str, problems: list[str]
 ) -> FilterChainMatchConfig:
@@ -915,6 +935,9 @@ def _hcm(
         server_name=hcm.server_name or "envoy",
         use_remote_address=hcm.use_remote_address.value,
         xff_num_trusted_hops=hcm.xff_num_trusted_hops,
+        skip_xff_append=hcm.skip_xff_append,
+        internal_cidrs=_internal_cidrs(hcm.internal_address_config, path, problems),
+        internal_unix_sockets=hcm.internal_address_config.unix_sockets,
         generate_request_id=hcm.generate_request_id.value
         if hcm.HasField("generate_request_id") else True,
         preserve_external_request_id=hcm.preserve_external_request_id,

@@ -15,9 +15,9 @@ returning a bool. What the checks read, as Envoy does:
   matcher never matches);
 - ``destination_ip`` / ``destination_port(_range)``: the connection's local address (the
   original destination on captured connections);
-- ``source_ip`` and ``direct_remote_ip``: the socket's peer; ``remote_ip``: the peer after
-  ``x-forwarded-for`` (HTTP connection managers without ``use_remote_address`` trust the
-  last ``x-forwarded-for`` entry, ``xff_num_trusted_hops`` from the right);
+- ``source_ip`` and ``direct_remote_ip``: the socket's peer; ``remote_ip``: the client
+  address the connection manager settled on (``x-forwarded-for`` under Envoy's rules,
+  pistio.proxy.http.header_sanitizing; the peer on TCP connections);
 - ``authenticated``: the peer certificate of a TLS connection (URI SAN, then subject);
   no TLS: no match; no ``principal_name``: any TLS peer;
 - ``requested_server_name``: the SNI; ``metadata``: the stream's dynamic metadata;
@@ -82,24 +82,23 @@ def _host_port(address: Any) -> tuple[str | None, int | None]:
 
 class AuthzContext:
     """The facts one RBAC evaluation reads: a request (or ``None`` on a TCP connection), its
-    connection, the remote address after ``x-forwarded-for``, and the stream's metadata."""
+    connection (its remote address already the client's, after ``x-forwarded-for``), and the
+    stream's metadata."""
 
     __slots__ = ("request", "conn", "metadata", "filter_state", "_remote", "_direct",
-                 "_local", "_dst_port", "_remote_text")
+                 "_local", "_dst_port")
 
     def __init__(
         self,
         request: RequestView | None,
         conn: DownstreamConnectionInfo,
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
-        remote_ip: str | None = None,
         filter_state: Mapping[str, str] | None = None,
     ) -> None:
         self.request = request
         self.conn = conn
         self.metadata = metadata
         self.filter_state = filter_state
-        self._remote_text = remote_ip
         self._remote: tuple[int, int] | None | bool = False  # False: not parsed yet
         self._direct: tuple[int, int] | None | bool = False
         self._local: tuple[int, int] | None | bool = False
@@ -114,11 +113,7 @@ class AuthzContext:
     def remote_ip(self) -> tuple[int, int] | None:
         v = self._remote
         if v is False:
-            if self._remote_text is not None:
-                v = _ip_int(self._remote_text)
-            else:
-                v = _ip_int(_host_port(self.conn.remote_address)[0])
-            self._remote = v
+            v = self._remote = _ip_int(_host_port(self.conn.remote_address)[0])
         return v  # type: ignore[return-value]
 
     def local_ip(self) -> tuple[int, int] | None:

@@ -52,6 +52,7 @@ from pistio.proxy.filters.http.chain import build_filter_chain
 from pistio.proxy.filters.http.grpc_web import GrpcWebStream
 from pistio.proxy.http.codec_options import HttpConnectionOptions
 from pistio.proxy.http.flow_control import UPSTREAM_CONNECTING, WRITE_HIGH_WATER
+from pistio.proxy.http.header_sanitizing import SIDECAR_UNTOUCHED, RequestTrust
 from pistio.proxy.http.headers import Fields, RequestIdGenerator
 from pistio.proxy.http.http1_downstream import Http1ServerConnection, Http1Stream
 from pistio.proxy.http.http2_downstream import (
@@ -250,6 +251,11 @@ class HttpConnectionManager:
         # left as received.
         self.path_normalization = PathNormalization.from_settings(
             config.normalize_path, config.merge_slashes, config.path_with_escaped_slashes_action)
+        # use_remote_address, xff_num_trusted_hops, internal_address_config, ...
+        self.trust = RequestTrust.of(
+            config.use_remote_address, config.xff_num_trusted_hops, config.skip_xff_append,
+            config.internal_cidrs, config.internal_unix_sockets, config.generate_request_id,
+            config.preserve_external_request_id)
         # x-forwarded-client-cert (pistio.proxy.tls.xfcc); None: left as received.
         self.xfcc = xfcc_policy(config.forward_client_cert_details,
                                 config.set_current_client_cert_details)
@@ -394,12 +400,24 @@ class ActiveStream:
         info.protocol = ("HTTP/1.1" if version == "1.1" else "HTTP/2" if version == "2"
                          else "HTTP/1.0")
         info.request_headers = stream.head
+        route_table = self.route_table = hcm.route_table()
+        # Internal or external: x-forwarded-for, x-envoy-* sanitizing, the client address.
+        # A sidecar's usual request (no x-forwarded-for, nothing to strip) skips the call.
+        index = stream.head.index
+        trust = hcm.trust
+        if trust.use_remote_address or not SIDECAR_UNTOUCHED.isdisjoint(index) or (
+                route_table is not None and route_table.internal_only_headers):
+            view = trust.apply(
+                stream.head, downstream,
+                route_table.internal_only_headers if route_table is not None else (),
+                hcm.options.forwarded_proto, hcm.request_ids)
+            if view is not None:
+                info.downstream = view
         if hcm.xfcc is not None:
             hcm.xfcc.apply(stream.head, downstream)
         # Trace context in, this hop's span ids out into the upstream request headers.
         tracer = hcm.tracer
         self.span = tracer.start(self) if tracer is not None else None
-        self.route_table = hcm.route_table()
         self._route: Route | None = None
         self._route_done = False
         self._view: RequestView | None = None

@@ -143,11 +143,12 @@ class RequestIdGenerator:
 
 
 def apply_request_edits(
-    head: RequestHead, new_request_id: RequestIdGenerator, forwarded_proto: bytes = b"http"
+    head: RequestHead, new_request_id: RequestIdGenerator | None, forwarded_proto: bytes = b"http"
 ) -> None:
-    """The connection manager's per-request edits that do not depend on the route."""
+    """The connection manager's per-request edits that do not depend on the route or on who
+    sent the request (``None``: ``generate_request_id: false``)."""
     index = head.index
-    if X_REQUEST_ID not in index:
+    if new_request_id is not None and X_REQUEST_ID not in index:
         rid = new_request_id()
         head.fields.append((X_REQUEST_ID, rid))
         index[X_REQUEST_ID] = rid

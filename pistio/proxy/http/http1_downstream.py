@@ -532,8 +532,9 @@ class Http1ServerConnection(asyncio.Protocol):
         if expect is not None and expect.lower() == b"100-continue":
             stream.expect_continue = True
             head.remove(b"expect")
-        if self._opts.generate_request_id:
-            apply_request_edits(head, self._request_ids, self._opts.forwarded_proto)
+        opts = self._opts
+        apply_request_edits(head, self._request_ids if opts.generate_request_id else None,
+                            opts.forwarded_proto)
         self._rx = stream
         if self.active is None:
             self._dispatch(stream)

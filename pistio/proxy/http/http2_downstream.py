@@ -714,8 +714,9 @@ class Http2ServerConnection(Http2ConnectionBase):
         fields.insert(0, (b"host", authority))
         index[b"host"] = authority
         head = RequestHead(method, target, "2", fields, index)
-        if self._opts.generate_request_id:
-            apply_request_edits(head, self._request_ids, self._opts.forwarded_proto)
+        opts = self._opts
+        apply_request_edits(head, self._request_ids if opts.generate_request_id else None,
+                            opts.forwarded_proto)
         ended = event.stream_ended is not None
         stream = Http2Stream(self, event.stream_id, head, ended)
         self.streams[event.stream_id] = stream

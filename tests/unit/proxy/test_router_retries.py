@@ -130,27 +130,59 @@ async def test_route_timeout(env: Env) -> None:
     assert (await fetch(env.port, "/")).status == 200
 
 
+INTERNAL_10 = {"internal_address_config": {
+    "cidr_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": {"value": 8}}]}}
+
+
 async def test_timeout_request_headers_override_the_route(env: Env) -> None:
-    """x-envoy-upstream-rq-timeout-ms and -per-try-timeout-ms replace the route's timeouts
-    and are not forwarded; the upstream learns the timeout in force."""
+    """On an internal request (x-forwarded-for holds one address inside
+    internal_address_config), x-envoy-upstream-rq-timeout-ms and -per-try-timeout-ms replace
+    the route's timeouts and are not forwarded; the upstream learns the timeout in force."""
     (a,) = await env.start("a")
     await env.apply([route_config("http", [
-        route(match=rc.RouteMatch(prefix="/"), route=action("a", timeout=ms(5000)))])])
+        route(match=rc.RouteMatch(prefix="/"), route=action("a", timeout=ms(5000)))])],
+        hcm_fields=INTERNAL_10)
+    internal = {"x-forwarded-for": "10.1.2.3"}
     start = time.monotonic()
-    r = await fetch(env.port, "/", headers={"x-delay-ms": "1000",
+    r = await fetch(env.port, "/", headers={**internal, "x-delay-ms": "1000",
                                             "x-envoy-upstream-rq-timeout-ms": "150"})
     assert (r.status, r.body) == (504, b"upstream request timeout")
     assert time.monotonic() - start < 0.6
     got = a.received[-1].headers
     assert "x-envoy-upstream-rq-timeout-ms" not in got
     assert got["x-envoy-expected-rq-timeout-ms"] == "150"
-    r = await fetch(env.port, "/", headers={"x-envoy-upstream-rq-per-try-timeout-ms": "250"})
+    assert got["x-envoy-internal"] == "true"
+    r = await fetch(env.port, "/", headers={**internal,
+                                            "x-envoy-upstream-rq-per-try-timeout-ms": "250"})
     assert r.status == 200
     got = r.json()["headers"]
     assert got["x-envoy-expected-rq-timeout-ms"] == "250"  # the per-try timeout, below 5 s
     assert "x-envoy-upstream-rq-per-try-timeout-ms" not in got
-    r = await fetch(env.port, "/", headers={"x-envoy-upstream-rq-timeout-ms": "soon"})
+    r = await fetch(env.port, "/", headers={**internal, "x-envoy-upstream-rq-timeout-ms": "soon"})
     assert r.json()["headers"]["x-envoy-expected-rq-timeout-ms"] == "5000"  # ignored
+
+
+async def test_external_requests_cannot_steer_the_proxy(env: Env) -> None:
+    """Without x-forwarded-for, or with one outside internal_address_config, a request is
+    external: Envoy strips the x-envoy-* headers that would change retries, timeouts or
+    tracing before anything reads them, and a client's own x-envoy-internal."""
+    (a,) = await env.start("a")
+    await env.apply([route_config("http", [
+        route(match=rc.RouteMatch(prefix="/"), route=action("a", timeout=ms(5000)))])],
+        hcm_fields=INTERNAL_10)
+    steering = {"x-envoy-upstream-rq-timeout-ms": "150", "x-envoy-retry-on": "5xx",
+                "x-envoy-max-retries": "3", "x-envoy-force-trace": "true",
+                "x-envoy-internal": "true", "x-envoy-decorator-operation": "op"}
+    for extra in ({}, {"x-forwarded-for": "203.0.113.9"}, {"x-forwarded-for": "10.0.0.1,10.0.0.2"}):
+        r = await fetch(env.port, "/", headers={**steering, **extra, "x-delay-ms": "300"})
+        assert r.status == 200  # the 150 ms timeout was not taken
+        got = r.json()["headers"]
+        assert got["x-envoy-expected-rq-timeout-ms"] == "5000"
+        for name in ("x-envoy-upstream-rq-timeout-ms", "x-envoy-retry-on", "x-envoy-max-retries",
+                     "x-envoy-force-trace", "x-envoy-internal"):
+            assert name not in got, (extra, name)
+        assert got["x-envoy-decorator-operation"] == "op"  # stripped at the edge only
+        assert got.get("x-forwarded-for") == extra.get("x-forwarded-for")  # not appended
 
 
 GRPC = {"content-type": "application/grpc"}

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 RBAC_FILTER_NAME = "envoy.filters.http.rbac"
 COMMON_NAMESPACE = "envoy.common"
 DENIED_BODY = b"RBAC: access denied"
-_XFF = b"x-forwarded-for"
 
 _ALLOWED: Mapping[str, frozenset[str]] = {
     "envoy.extensions.filters.http.rbac.v3.RBAC": frozenset(
@@ -76,28 +75,13 @@ def unpack_http_rbac(typed: Any, where: str) -> HttpRbacConfig:
     return compile_http_rbac(msg, where)
 
 
-def remote_ip_after_xff(s: ActiveStream) -> str | None:
-    """The downstream remote address Envoy's connection manager settles on: without
-    ``use_remote_address`` the last ``x-forwarded-for`` entry (``xff_num_trusted_hops`` from
-    the right); ``None`` means the connection's peer."""
-    config = s.hcm.config
-    if config.use_remote_address:
-        return None
-    xff = s.stream.head.index.get(_XFF)
-    if not xff:
-        return None
-    entries = xff.split(b",")
-    index = len(entries) - 1 - config.xff_num_trusted_hops
-    if index < 0:
-        return None
-    return entries[index].strip().decode("latin-1") or None
-
-
 def authz_context(s: ActiveStream) -> AuthzContext:
     """The facts the RBAC checks of one request read (built once per filter run)."""
     info = s.info
+    # info.downstream.remote_address is already the client address the connection manager
+    # settled on (x-forwarded-for, pistio.proxy.http.header_sanitizing).
     return AuthzContext(s.request_view(), info.downstream, info.dynamic_metadata,
-                        remote_ip_after_xff(s), info.filter_state)
+                        info.filter_state)
 
 
 def set_metadata(s: ActiveStream, namespace: str, fields: Mapping[str, Any]) -> None:

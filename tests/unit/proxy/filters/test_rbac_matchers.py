@@ -56,7 +56,10 @@ def ctx(method: str = "GET", path: str = "/", headers: dict[str, str] | None = N
         c: DownstreamConnectionInfo | None = None, metadata=None, remote: str | None = None,
         tcp: bool = False) -> AuthzContext:
     request = None if tcp else RequestView.of(method, path, "svc.local", headers)
-    return AuthzContext(request, c or conn(), metadata, remote)
+    c = c or conn()
+    if remote is not None:  # the client address taken from x-forwarded-for (port 0)
+        c.remote_address = (remote, 0)
+    return AuthzContext(request, c, metadata)
 
 
 def cidr(ip: str, n: int) -> address_pb2.CidrRange:

@@ -62,12 +62,12 @@ async def collector() -> AsyncIterator[Collector]:
 
 
 async def start(env: Env, collector: Collector, trace, direction: int = OUTBOUND,  # type: ignore[no-untyped-def]
-                collector_cluster: str = "zipkin") -> None:
+                collector_cluster: str = "zipkin", **listener: object) -> None:
     (reviews,) = await env.start("reviews")
     decorated = route("/reviews", cluster="reviews",
                       decorator=rc.Decorator(operation=OPERATION))
     await env.proxy.apply(  # type: ignore[union-attr]
-        [traced_listener("gw", env.port, trace, direction)],
+        [traced_listener("gw", env.port, trace, direction, **listener)],
         [route_config("http", [decorated, route("/", cluster="reviews")])],
         [eds_cluster("reviews"), eds_cluster(collector_cluster)],
         [load_assignment("reviews", [reviews.port]),
@@ -158,7 +158,9 @@ async def test_traceparent_in_and_shared_span_context(collector: Collector) -> N
 
 async def test_unsampled_requests_propagate_but_export_nothing(collector: Collector) -> None:
     async with proxy_env() as env:
-        await start(env, collector, tracing(zipkin(), sampling=0.0))
+        await start(env, collector, tracing(zipkin(), sampling=0.0), hcm_fields={
+            "internal_address_config": {"cidr_ranges": [
+                {"address_prefix": "127.0.0.0", "prefix_len": {"value": 8}}]}})
         r = await fetch(env.port, "/reviews/1")
         seen = r.json()["headers"]
         assert seen["x-b3-sampled"] == "0" and len(seen["x-b3-traceid"]) == 32
@@ -166,7 +168,11 @@ async def test_unsampled_requests_propagate_but_export_nothing(collector: Collec
         # an incoming "not sampled" wins over 100 % sampling elsewhere; force-trace forces
         r = await fetch(env.port, "/", headers={"x-b3-sampled": "0"})
         assert r.json()["headers"]["x-b3-sampled"] == "0"
+        # force-trace counts on internal requests only (Envoy strips it from external ones)
         r = await fetch(env.port, "/", headers={"x-envoy-force-trace": "true"})
+        assert r.json()["headers"]["x-b3-sampled"] == "0"
+        r = await fetch(env.port, "/", headers={"x-envoy-force-trace": "true",
+                                                "x-forwarded-for": "127.0.0.1"})
         forced = r.json()["headers"]
         assert forced["x-b3-sampled"] == "1"
         (span,) = await collector.wait_for(1, collector.zipkin_spans)
