@@ -50,15 +50,18 @@ class GoAwayExtractor:
     h2 closes its state machine on a received GOAWAY, and then refuses every later frame —
     also the responses of the streams the GOAWAY lets finish (``last_stream_id``, RFC 9113
     §6.8), which a server shutting down gracefully (gRPC's max connection age, an Envoy
-    draining) sends next. The connection handles the GOAWAYs itself instead. Frame
+    draining) sends next; and a client's GOAWAY would leave the responses of its open
+    streams unsendable. The connection handles the GOAWAYs itself instead. Frame
     boundaries are followed across reads; a frame header split between reads is held back
     until its type is known.
     """
 
     __slots__ = ("_skip", "_held")
 
-    def __init__(self) -> None:
-        self._skip = 0  # bytes of the current frame still to come
+    def __init__(self, skip: int = 0) -> None:
+        # Bytes of the current frame still to come (at first: a client's connection preface,
+        # which is not a frame).
+        self._skip = skip
         self._held = b""  # an incomplete frame header (or GOAWAY frame) held back
 
     def strip(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:

@@ -57,7 +57,11 @@ from pistio.proxy.http.headers import (
     apply_request_edits,
     reason_phrase,
 )
-from pistio.proxy.http.http2_connection import Http2ConnectionBase, new_h2_connection
+from pistio.proxy.http.http2_connection import (
+    GoAwayExtractor,
+    Http2ConnectionBase,
+    new_h2_connection,
+)
 from pistio.proxy.http.http2_grpc import is_grpc, trailers_only_reply
 from pistio.proxy.http.local_reply import date_line
 from pistio.proxy.http.stream_events import ResponseFlag, UpstreamFailure
@@ -529,6 +533,9 @@ class Http2ServerConnection(Http2ConnectionBase):
         self.server_line = options.server_line
         self.downstream_info: Any = None
         self.h2c = new_h2_connection(client_side=False)
+        # A client's GOAWAY (it opens no more streams) must not close h2's state machine:
+        # the streams it already opened still get their responses (RFC 9113 §6.8).
+        self.goaways = GoAwayExtractor(len(H2_PREFACE))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Http2Stream] = {}
         self.closed = False
@@ -562,6 +569,14 @@ class Http2ServerConnection(Http2ConnectionBase):
         self._handler.stats.downstream_cx_max_duration_reached += 1  # type: ignore[attr-defined]
         self._go_away(self.h2c.highest_inbound_stream_id)
 
+    def _client_goes_away(self) -> None:
+        """The client sent GOAWAY: it opens no more streams; the connection closes once the
+        streams it opened are answered (at once when there are none)."""
+        self.going_away = True
+        if not self.streams:
+            self.flush()
+            self._close()
+
     def _go_away(self, last_stream_id: int) -> None:
         """A graceful GOAWAY: streams up to ``last_stream_id`` finish, later ones are refused.
         Written as a raw frame: h2's ``close_connection`` would close its state machine and
@@ -581,8 +596,9 @@ class Http2ServerConnection(Http2ConnectionBase):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        data, goaways = self.goaways.strip(data)
         try:
-            events = self.h2c.receive_data(data)
+            events = self.h2c.receive_data(data) if data else []
         except h2.exceptions.ProtocolError:
             self._protocol_error()
             return
@@ -637,6 +653,10 @@ class Http2ServerConnection(Http2ConnectionBase):
             up = stream.upstream
             if up is not None and up.out:
                 up.flush()
+        if goaways:  # after the streams opened in the same read
+            self._client_goes_away()
+            if self.closed:
+                return
         self.flush()
 
     def eof_received(self) -> bool | None:

@@ -216,3 +216,21 @@ async def test_http2_listener_update_drains_and_answers_the_stream_in_flight(env
     assert client.statuses[slow] == b"200" and client.ended(slow)
     assert goaway < next(i for i, f in enumerate(client.frames)
                          if isinstance(f, HeadersFrame) and f.stream_id == slow)
+
+
+async def test_http2_client_goaway_still_gets_the_responses_of_its_streams(env: Env) -> None:
+    """A client's GOAWAY says it opens no more streams (RFC 9113 §6.8); the streams it has
+    open are answered, then the proxy closes the connection. (h2 alone would close its state
+    machine on the GOAWAY and could send nothing more.)"""
+    await env.start("app")
+    await env.apply(ROUTES)
+    client = await RawH2.connect(env.port)
+    try:
+        slow = client.get({"x-delay-ms": "300"})
+        client.h2c.close_connection()  # GOAWAY right behind the request
+        client.writer.write(client.h2c.data_to_send())
+        await client.read_until(lambda: False)  # until the proxy closes the connection
+    finally:
+        client.close()
+    assert client.statuses == {slow: b"200"} and client.ended(slow)
+    assert not [f for f in client.frames if isinstance(f, RstStreamFrame)]

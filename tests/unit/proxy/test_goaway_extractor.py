@@ -58,3 +58,15 @@ def test_a_stream_without_goaway_is_passed_as_it_is() -> None:
 def test_a_malformed_goaway_is_left_to_h2() -> None:
     short = b"\x00\x00\x04\x07\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x01"  # 4-byte body
     assert GoAwayExtractor().strip(short) == (short, [])
+
+
+def test_a_clients_connection_preface_is_not_read_as_a_frame() -> None:
+    """Downstream, the client's first 24 bytes are the preface (not a frame header)."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    whole, expected, goaways = _frames()
+    for cut in range(0, len(preface) + 12):
+        ex = GoAwayExtractor(len(preface))
+        a, ga = ex.strip((preface + whole)[:cut])
+        b, gb = ex.strip((preface + whole)[cut:])
+        assert a + b == preface + expected, cut
+        assert ga + gb == goaways, cut
