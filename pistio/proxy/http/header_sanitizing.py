@@ -31,6 +31,7 @@ A sidecar request without ``x-forwarded-for`` costs one lookup and one set test 
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -200,9 +201,6 @@ def _with_remote(downstream: DownstreamConnectionInfo | None,
                  remote: Address) -> DownstreamConnectionInfo:
     """A copy of the connection's facts for one stream, its remote address replaced (the
     socket's peer stays ``direct_remote_address``)."""
-    view = DownstreamConnectionInfo()
-    if downstream is not None:
-        for name in DownstreamConnectionInfo.__slots__:
-            setattr(view, name, getattr(downstream, name))
+    view = copy.copy(downstream) if downstream is not None else DownstreamConnectionInfo()
     view.remote_address = remote
     return view
