@@ -11,12 +11,15 @@ the response (outbound) or the request (inbound). No sockets, no event
 loop wake-ups: what is measured is the Python work per request and hop, which is what the
 proxy adds on top of a bare relay (bench/dataplane.py measures the real thing).
 
-    .venv/bin/python bench/proxy_path.py [--requests 5000] [--rounds 20]
+    .venv/bin/python bench/proxy_path.py [--requests 5000] [--rounds 20] [--idle-gaps 0,1,10]
 
 Prints the best and median microseconds of CPU (``time.process_time``) per request for each
 kind, and the process's RSS. ``--packages pistio,pistio_old`` compares versions in one process
 (batches interleaved, so a busy machine slows both alike): make ``pistio_old`` a copy of an
 older ``pistio/`` tree with its ``pistio`` imports renamed, on ``PYTHONPATH``.
+``--idle-gaps`` times single requests after the process slept that long: on a machine where
+the caches go cold while a proxy waits (a VM between requests at 1000 rps), that, not the
+CPU per request under load, is what a request's added latency is made of.
 """
 
 from __future__ import annotations
@@ -230,6 +233,18 @@ class Path1:
             down.written.clear()
         return (time.process_time() - start) / n * 1e6
 
+    def after_idle(self, gap_s: float, samples: int) -> list[float]:
+        """Wall microseconds of single requests, each after ``gap_s`` seconds asleep: what
+        a request costs when the proxy's caches have gone cold (a mesh at low load)."""
+        out = []
+        for _ in range(samples):
+            if gap_s:
+                time.sleep(gap_s)
+            start = time.perf_counter()
+            self.run(1)
+            out.append((time.perf_counter() - start) * 1e6)
+        return sorted(out)
+
     async def close(self) -> None:
         self.listeners.close()
         self.clusters.close()
@@ -254,6 +269,9 @@ async def main() -> None:
     parser.add_argument("--packages", default="pistio",
                         help="comma-separated packages to compare, batches interleaved (a "
                              "renamed copy of another version must be importable)")
+    parser.add_argument("--idle-gaps", default="",
+                        help="comma-separated milliseconds: also time single requests each "
+                             "after that long asleep (300 samples per gap), e.g. 0,1,10")
     args = parser.parse_args()
     paths = [Path1(pkg, kind) for kind in args.kinds.split(",")
              for pkg in args.packages.split(",")]
@@ -287,6 +305,15 @@ async def main() -> None:
         print(f"{p.kind:9} {p.pkg:14} µs CPU per request: best {min(us):6.2f}  median "
               f"{statistics.median(us):6.2f}  ({args.rounds} x {args.requests})")
     print(f"RSS {rss_mb():.1f} MB")
+    if args.idle_gaps:
+        for kind in args.kinds.split(","):
+            p = Path1(args.packages.split(",")[0], kind)
+            await p.start()
+            for gap in (float(g) for g in args.idle_gaps.split(",")):
+                us = p.after_idle(gap / 1000, 300)
+                print(f"{kind:9} after {gap:4g} ms idle: one request p50 {us[150]:7.1f} µs  "
+                      f"p90 {us[270]:7.1f} µs (wall)")
+            await p.close()
 
 
 if __name__ == "__main__":

@@ -453,7 +453,7 @@ class ActiveStream:
         target = head.target
         if target[:1] != b"/":
             return True  # authority-form (CONNECT), absolute-form, "*": not a path
-        outcome = policy.apply(target)
+        outcome = policy.apply_looked(target)  # the caller's policy.unchanged() said no
         if outcome is None:
             return True
         action, new_target = outcome

@@ -207,6 +207,11 @@ class PathNormalization:
         passes origin-form targets only (starting with '/')."""
         if self.unchanged(target):
             return None
+        return self.apply_looked(target)
+
+    def apply_looked(self, target: bytes) -> tuple[PathAction, bytes] | None:
+        """``apply`` for a target ``unchanged`` has already said no to (the connection
+        manager asks that first, on every request)."""
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
         if not path.translate(None, _PLAIN) and b"/." not in path and (
