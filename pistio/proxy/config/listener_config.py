@@ -55,6 +55,11 @@ from pistio.proxy.access_log.filters import (
 )
 from pistio.proxy.config.cluster_config import SanMatcher
 from pistio.proxy.config.errors import ConfigError
+from pistio.proxy.config.local_rate_limit import (
+    LOCAL_RATE_LIMIT_TYPE,
+    compile_local_rate_limit,
+    unpack_local_rate_limit,
+)
 from pistio.proxy.config.route_action import compile_http_fault
 from pistio.proxy.config.tls_fields import COMMON_TLS_ALLOWED, check_common_tls
 from pistio.proxy.config.unsupported import field_path, unsupported_fields
@@ -115,6 +120,7 @@ SUPPORTED_HTTP_FILTERS: Mapping[str, str] = MappingProxyType({
     RBAC_TYPE: "envoy.filters.http.rbac",
     JWT_AUTHN_TYPE: "envoy.filters.http.jwt_authn",
     EXT_AUTHZ_TYPE: "envoy.filters.http.ext_authz",
+    LOCAL_RATE_LIMIT_TYPE: "envoy.filters.http.local_ratelimit",
     ROUTER_TYPE: "envoy.filters.http.router",
 })
 
@@ -1025,6 +1031,12 @@ def _check_http_filter(
     elif url in SECURITY_HTTP_FILTERS:
         try:
             SECURITY_HTTP_FILTERS[url](hf.typed_config, f"{path}.typed_config")
+        except ConfigError as err:
+            problems.extend(err.problems)
+    elif url == LOCAL_RATE_LIMIT_TYPE:
+        try:
+            compile_local_rate_limit(unpack_local_rate_limit(hf.typed_config),
+                                     f"{path}.typed_config")
         except ConfigError as err:
             problems.extend(err.problems)
 

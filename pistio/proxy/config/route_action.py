@@ -21,6 +21,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
@@ -578,10 +579,20 @@ def compile_cors_policy(c: cors_pb2.CorsPolicy, where: str) -> CorsPolicy:
     )
 
 
-FilterConfig = HttpFault | CorsPolicy
+def _compile_local_rate_limit(msg: local_rate_limit_pb2.LocalRateLimit, where: str) -> object:
+    # That module builds on this one's header mutations, hence the late import.
+    from pistio.proxy.config.local_rate_limit import compile_local_rate_limit
+    return compile_local_rate_limit(msg, where)
+
+
+# A per-filter config: the filters decide which is theirs by type (LocalRateLimitConfig is
+# pistio.proxy.config.local_rate_limit's).
+FilterConfig = HttpFault | CorsPolicy | object
 _PER_FILTER_COMPILERS: Mapping[str, tuple[type, Callable[..., FilterConfig]]] = {
     fault_pb2.HTTPFault.DESCRIPTOR.full_name: (fault_pb2.HTTPFault, compile_http_fault),
     cors_pb2.CorsPolicy.DESCRIPTOR.full_name: (cors_pb2.CorsPolicy, compile_cors_policy),
+    local_rate_limit_pb2.LocalRateLimit.DESCRIPTOR.full_name: (
+        local_rate_limit_pb2.LocalRateLimit, _compile_local_rate_limit),
 }
 _FILTER_CONFIG_TYPE = rc.FilterConfig.DESCRIPTOR.full_name
 

@@ -23,6 +23,11 @@ from pistio.proxy.config.listener_config import (
     ROUTER_TYPE,
     HttpConnectionManagerConfig,
 )
+from pistio.proxy.config.local_rate_limit import (
+    LOCAL_RATE_LIMIT_TYPE,
+    compile_local_rate_limit,
+    unpack_local_rate_limit,
+)
 from pistio.proxy.config.route_action import compile_http_fault
 from pistio.proxy.filters.http.cors import CorsFilter
 from pistio.proxy.filters.http.ext_authz import ExtAuthzFilter, unpack_ext_authz
@@ -30,6 +35,7 @@ from pistio.proxy.filters.http.fault import FaultFilter
 from pistio.proxy.filters.http.grpc_web import GrpcWebFilter
 from pistio.proxy.filters.http.istio_stats import IstioStatsFilter
 from pistio.proxy.filters.http.jwt_authn import JwtAuthnFilter, unpack_jwt_authn
+from pistio.proxy.filters.http.local_ratelimit import LocalRateLimitFilter
 from pistio.proxy.filters.http.metadata_exchange import MetadataExchangeFilter
 from pistio.proxy.filters.http.rbac import RbacFilter, unpack_http_rbac
 from pistio.proxy.router.router import RouterConfig
@@ -41,7 +47,8 @@ from pistio.proxy.telemetry.plugin_config import (
 )
 
 HttpFilter = (FaultFilter | CorsFilter | GrpcWebFilter | RbacFilter | JwtAuthnFilter
-              | ExtAuthzFilter | MetadataExchangeFilter | IstioStatsFilter)
+              | ExtAuthzFilter | LocalRateLimitFilter | MetadataExchangeFilter
+              | IstioStatsFilter)
 TRAFFIC_INBOUND = 1  # envoy.config.core.v3.TrafficDirection.INBOUND
 
 
@@ -76,6 +83,10 @@ def build_filter_chain(
             filters.append(ExtAuthzFilter(entry.name,
                                           unpack_ext_authz(entry.typed_config, entry.name),
                                           store, hcm.stat_prefix))
+        elif url == LOCAL_RATE_LIMIT_TYPE:
+            config = compile_local_rate_limit(unpack_local_rate_limit(entry.typed_config),
+                                              entry.name)
+            filters.append(LocalRateLimitFilter(entry.name, config, store))
         elif url in TYPED_STRUCT_TYPES:  # istio.metadata_exchange, istio.stats
             try:
                 compiled = compile_istio_filter(entry.typed_config,  # type: ignore[arg-type]
