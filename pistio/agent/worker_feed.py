@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from google.protobuf import any_pb2
 
 from pistio.agent.config_manager import ConfigManager
+from pistio.proxy.runtime import shared_buckets
 from pistio.proxy.runtime.snapshot import ConfigSnapshot
 from pistio.proxy.runtime.snapshot_wire import (
     APPLIED,
@@ -109,12 +111,18 @@ class WorkerFeed:
 
     async def _spawn(self, index: int) -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds: tuple[int, ...] = (theirs.fileno(),)
+        env = None
+        buckets = shared_buckets.current  # the rate limits' shared token buckets
+        if buckets is not None:
+            fds += (buckets.fd,)
+            env = {**os.environ, shared_buckets.ENV: str(buckets.fd)}
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pistio.proxy.runtime.worker_process",
                 "--fd", str(theirs.fileno()), "--worker-id", str(index),
                 "--log-level", self.log_level,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=fds, env=env,
             )
         finally:
             theirs.close()

@@ -135,6 +135,10 @@ async def _run(identity, target: str, concurrency: int, delta: bool, log_level: 
     loop = asyncio.get_running_loop()
     # Worker 0 is this process, on the snapshots the manager publishes; the others are fed.
     data_plane = DataPlane(loop, manager.holder, worker_id=0)
+    if concurrency > 1:  # one token bucket per rate limit for all processes, as in Envoy
+        from pistio.proxy.runtime import shared_buckets
+
+        shared_buckets.install(shared_buckets.SharedBuckets.create())
     feed = WorkerFeed(manager, concurrency - 1, log_level=log_level, first_id=1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

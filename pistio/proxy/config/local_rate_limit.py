@@ -2,8 +2,8 @@
 
 The filter's own config (``http_filters``) and a route's, virtual host's or route
 configuration's ``typed_per_filter_config`` compile the same way; each compiled config owns
-its token bucket (Envoy: one bucket per config, shared by the whole proxy; in pistio each
-worker process has its own, so ``--concurrency N`` admits up to N times the rate).
+its token bucket, shared by the whole proxy as in Envoy (with worker processes, through
+``pistio.proxy.runtime.shared_buckets``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pistio.proxy.config.route_action import (
 )
 from pistio.proxy.config.route_match import NEVER, Fraction, compile_runtime_fraction
 from pistio.proxy.config.unsupported import field_path, unsupported_fields
+from pistio.proxy.runtime import shared_buckets
+from pistio.proxy.runtime.shared_buckets import bucket_key
 
 LOCAL_RATE_LIMIT_TYPE = ("type.googleapis.com/"
                          + local_rate_limit_pb2.LocalRateLimit.DESCRIPTOR.full_name)
@@ -45,16 +47,20 @@ ALLOWED: Mapping[str, frozenset[str]] = {
 
 class TokenBucket:
     """``max_tokens`` to start with; ``tokens_per_fill`` more every ``fill_interval`` seconds,
-    never above ``max_tokens``. Filled lazily, on the ticks a fill timer would have fired."""
+    never above ``max_tokens``. Filled lazily, on the ticks a fill timer would have fired.
+    With a ``key`` and worker processes, the bucket lives in the proxy's shared table
+    (``pistio.proxy.runtime.shared_buckets``), so all processes draw from one bucket."""
 
-    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval", "tokens", "last_fill")
+    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval", "tokens", "last_fill", "key")
 
-    def __init__(self, max_tokens: int, tokens_per_fill: int, fill_interval: float) -> None:
+    def __init__(self, max_tokens: int, tokens_per_fill: int, fill_interval: float,
+                 key: int = 0) -> None:
         self.max_tokens = max_tokens
         self.tokens_per_fill = tokens_per_fill
         self.fill_interval = fill_interval
         self.tokens = max_tokens
         self.last_fill = time.monotonic()
+        self.key = key
 
     def _fill(self, now: float) -> None:
         ticks = int((now - self.last_fill) / self.fill_interval)
@@ -63,6 +69,13 @@ class TokenBucket:
             self.last_fill += ticks * self.fill_interval
 
     def consume(self) -> bool:
+        table = shared_buckets.current
+        if table is not None and self.key:
+            taken = table.take(self.key, self.max_tokens, self.tokens_per_fill,
+                               self.fill_interval)
+            if taken is not None:
+                allowed, self.tokens = taken  # what is left, for x-ratelimit-remaining
+                return allowed
         self._fill(time.monotonic())
         if self.tokens > 0:
             self.tokens -= 1
@@ -146,5 +159,7 @@ def compile_local_rate_limit(msg: local_rate_limit_pb2.LocalRateLimit,
         resource_exhausted=msg.rate_limited_as_resource_exhausted,
     )
     if bucket is not None and not config.per_connection:
-        object.__setattr__(config, "shared", TokenBucket(*bucket))
+        # The same key in every process: where the config sits and what it says.
+        key = bucket_key(where.encode(), msg.SerializeToString(deterministic=True))
+        object.__setattr__(config, "shared", TokenBucket(*bucket, key=key))
     return config

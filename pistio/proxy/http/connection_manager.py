@@ -226,7 +226,8 @@ class HttpConnectionManager:
         # The codecs' http1.* / http2.* counters (created when a setting can count in them).
         self.codec_stats = {p: store.codec(p) for p in ("http1", "http2")} if (
             config.headers_with_underscores_action) else {}
-        self.filters, self.router_config = build_filter_chain(config, store, traffic_direction)
+        self.filters, self.router_config = build_filter_chain(
+            config, store, traffic_direction, f"{listener_name}[{chain_index}]")
         # Filters with an end-of-stream hook (istio.stats), run before the access log.
         self.stream_enders = tuple(f for f in self.filters if hasattr(f, "on_stream_end"))
         # Filter plans: a ``route_scoped`` filter decides from the route alone whether it has

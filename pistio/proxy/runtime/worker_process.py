@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 
+from pistio.proxy.runtime import shared_buckets
 from pistio.proxy.runtime.data_plane import DataPlane
 from pistio.proxy.runtime.snapshot import SnapshotHolder
 from pistio.proxy.runtime.snapshot_receiver import SnapshotReceiver
@@ -27,6 +28,7 @@ log = logging.getLogger("pistio.proxy.worker")
 
 
 async def run_worker(fd: int, worker_id: int = 1) -> None:
+    shared_buckets.install_from_env()  # the agent's shared token buckets, if it passed them
     loop = asyncio.get_running_loop()
     holder = SnapshotHolder()
     data_plane = DataPlane(loop, holder, worker_id)

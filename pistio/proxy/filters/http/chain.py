@@ -53,10 +53,12 @@ TRAFFIC_INBOUND = 1  # envoy.config.core.v3.TrafficDirection.INBOUND
 
 
 def build_filter_chain(
-    hcm: HttpConnectionManagerConfig, store: StatsStore, traffic_direction: int = 0
+    hcm: HttpConnectionManagerConfig, store: StatsStore, traffic_direction: int = 0,
+    scope: str = "",
 ) -> tuple[tuple[HttpFilter, ...], RouterConfig]:
     """``traffic_direction``: the listener's (Istio's stats reporter: ``destination`` when
-    INBOUND, else ``source``)."""
+    INBOUND, else ``source``); ``scope`` names the filter chain (listener and chain index:
+    a rate limit's shared token bucket is that chain's own)."""
     filters: list[HttpFilter] = []
     router = RouterConfig()
     for entry in hcm.http_filters:
@@ -85,7 +87,7 @@ def build_filter_chain(
                                           store, hcm.stat_prefix))
         elif url == LOCAL_RATE_LIMIT_TYPE:
             config = compile_local_rate_limit(unpack_local_rate_limit(entry.typed_config),
-                                              entry.name)
+                                              f"{scope} {entry.name}")
             filters.append(LocalRateLimitFilter(entry.name, config, store))
         elif url in TYPED_STRUCT_TYPES:  # istio.metadata_exchange, istio.stats
             try:
