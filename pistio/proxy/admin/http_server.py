@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import logging
 from collections import deque
@@ -208,7 +209,14 @@ class HttpServer:
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True
         )
-        sockname = self._server.sockets[0].getsockname()
+        sockets = self._server.sockets
+        if not sockets or sockets[0] is None:
+            # uvloop reports a failed listen() (the port taken between bind and listen) by
+            # closing the server instead of raising: raise what asyncio would have.
+            self._server.close()
+            self._server = None
+            raise OSError(errno.EADDRINUSE, f"cannot listen on {host}:{port}")
+        sockname = sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
         return self.address
 
