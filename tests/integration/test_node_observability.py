@@ -166,12 +166,12 @@ def test_prometheus_answers_istio_promql(node: Node, prometheus: Prometheus) -> 
     time.sleep(1.5)  # one more scrape of the warm-up values
     before = counts("destination")
 
-    # Known traffic: 30 × 200 and 10 × 500 to httpbin, 10 slow (~0.2 s) requests, and
+    # Known traffic: 30 × 200 and 10 × 500 to httpbin, 10 slow (~0.15 s) requests, and
     # 10 product pages (each calls details and reviews; reviews v2/v3 call ratings). A 500,
     # not a 503: Istio's default retry policy retries 503 twice, so the destination would
     # count three attempts per request.
     urls = ([f"{HTTPBIN}/status/200"] * 30 + [f"{HTTPBIN}/status/500"] * 10
-            + [f"{HTTPBIN}/delay/0.2"] * 10 + [PAGE] * 10)
+            + [f"{HTTPBIN}/delay/0.15"] * 10 + [PAGE] * 10)
     codes = _curl_codes(node, urls)
     assert codes.count("200") == 50 and codes.count("500") == 10, codes
     expected = {"200": before["200"] + 40, "500": before["500"] + 10}
@@ -195,7 +195,8 @@ def test_prometheus_answers_istio_promql(node: Node, prometheus: Prometheus) -> 
         f'sum(rate(istio_requests_total{{reporter="destination",{httpbin}}}[5m]))')
     assert ratio is not None and abs(ratio - 0.2) < 0.03, ratio
 
-    # p99 from the histogram: the slowest tenth of httpbin's requests took 200-250 ms, so the
+    # p99 from the histogram: the slowest tenth of httpbin's requests took 150 ms and a little
+    # more (100 ms of room for a loaded machine: at 0.2 s one CI run saw 370), so the
     # 99th percentile lies in Istio's (100, 250] ms bucket.
     p99 = prometheus.scalar(
         f'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket'
