@@ -143,7 +143,13 @@ def compile_local_rate_limit(msg: local_rate_limit_pb2.LocalRateLimit,
     if problems:
         raise ConfigError(problems)
     code = msg.status.code if msg.HasField("status") else 0
-    config = LocalRateLimitConfig(
+    per_connection = msg.local_rate_limit_per_downstream_connection
+    shared = None
+    if bucket is not None and not per_connection:
+        # The same key in every process: where the config sits and what it says.
+        key = bucket_key(where.encode(), msg.SerializeToString(deterministic=True))
+        shared = TokenBucket(*bucket, key=key)
+    return LocalRateLimitConfig(
         stat_prefix=msg.stat_prefix,
         status=code if code >= 400 else TOO_MANY_REQUESTS,  # Envoy: below 400 means 429
         bucket=bucket,
@@ -154,12 +160,8 @@ def compile_local_rate_limit(msg: local_rate_limit_pb2.LocalRateLimit,
         if msg.HasField("filter_enforced") else NEVER,
         response_headers=response,
         request_headers_when_not_enforced=not_enforced,
-        per_connection=msg.local_rate_limit_per_downstream_connection,
+        per_connection=per_connection,
         x_ratelimit_headers=msg.enable_x_ratelimit_headers == 1,  # DRAFT_VERSION_03
         resource_exhausted=msg.rate_limited_as_resource_exhausted,
+        shared=shared,
     )
-    if bucket is not None and not config.per_connection:
-        # The same key in every process: where the config sits and what it says.
-        key = bucket_key(where.encode(), msg.SerializeToString(deterministic=True))
-        object.__setattr__(config, "shared", TokenBucket(*bucket, key=key))
-    return config

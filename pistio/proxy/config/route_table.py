@@ -95,7 +95,7 @@ class RouteTable:
     prefixes: _WildcardTables
     default: VirtualHost | None
     validate_clusters: bool
-    internal_only_headers: tuple[str, ...]
+    internal_only_headers: tuple[bytes, ...]  # lower-case, as the header index keys
     clusters: frozenset[str]  # every cluster a route names (for validate_clusters, warming)
     # authority → its virtual host, filled as requests arrive (bounded: authorities come
     # from clients); the selection is a pure function of the authority.
@@ -330,7 +330,8 @@ def _compile(config: route_pb2.RouteConfiguration) -> RouteTable:
         prefixes=_longest_first(prefixes),
         default=default,
         validate_clusters=config.validate_clusters.value,
-        internal_only_headers=tuple(h.lower() for h in config.internal_only_headers),
+        internal_only_headers=tuple(h.lower().encode("latin-1")
+                                    for h in config.internal_only_headers),
         clusters=frozenset(clusters),
     )
 

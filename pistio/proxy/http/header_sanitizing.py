@@ -130,7 +130,7 @@ class RequestTrust:
         return any(ip in net for net in self.internal_networks)
 
     def apply(self, head: RequestHead, downstream: DownstreamConnectionInfo | None,
-              internal_only: tuple[str, ...], forwarded_proto: bytes,
+              internal_only: tuple[bytes, ...], forwarded_proto: bytes,
               new_request_id: Callable[[], bytes]) -> DownstreamConnectionInfo | None:
         """Edit ``head`` as the rules say; returns the stream's own downstream view when the
         client address came from ``x-forwarded-for`` (else None: the connection's stands)."""
@@ -185,11 +185,11 @@ class RequestTrust:
         return None
 
 
-def _strip(head: RequestHead, edge: bool, internal_only: tuple[str, ...]) -> None:
+def _strip(head: RequestHead, edge: bool, internal_only: tuple[bytes, ...]) -> None:
     index = head.index
     names = [n for n in index if n in EXTERNAL_STRIPPED or n == X_ENVOY_INTERNAL
              or (edge and n in EDGE_STRIPPED)]
-    names += (h.encode("latin-1") for h in internal_only if h.encode("latin-1") in index)
+    names += (h for h in internal_only if h in index)
     if names:
         drop = frozenset(names)
         head.fields = [(n, v) for n, v in head.fields if n.lower() not in drop]

@@ -10,6 +10,9 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, substitution_format_string_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 
 from pistio.proxy.http.connection_manager import AccessLogFile
 from pistio.proxy.http.header_sanitizing import RequestTrust, last_address_from_xff
@@ -45,7 +48,7 @@ def test_sidecar_request_without_xff_keeps_the_connection_and_unrelated_headers(
                                              (b"x-envoy-peer-metadata-id", b"sidecar~x")],
                        {b"host": b"a", b"x-envoy-retry-on": b"5xx",
                         b"x-envoy-peer-metadata-id": b"sidecar~x"})
-    assert RequestTrust().apply(head, None, ("x-secret",), b"http", lambda: b"id") is None
+    assert RequestTrust().apply(head, None, (b"x-secret",), b"http", lambda: b"id") is None
     assert head.fields == [(b"Host", b"a"), (b"x-envoy-peer-metadata-id", b"sidecar~x")]
     assert set(head.index) == {b"host", b"x-envoy-peer-metadata-id"}
 
@@ -159,8 +162,5 @@ async def test_sidecar_trusts_a_single_internal_xff_and_strips_internal_only_hea
         assert "x-forwarded-for" not in got
 
 
-def _filter(name: str, msg: object):  # type: ignore[no-untyped-def]
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (
-        http_connection_manager_pb2 as hcm_pb2,
-    )
+def _filter(name: str, msg: object) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(msg))
