@@ -74,7 +74,8 @@ class TokenBucket:
             taken = table.take(self.key, self.max_tokens, self.tokens_per_fill,
                                self.fill_interval)
             if taken is not None:
-                allowed, self.tokens = taken  # what is left, for x-ratelimit-remaining
+                # The shared state, for x-ratelimit-remaining and -reset.
+                allowed, self.tokens, self.last_fill = taken
                 return allowed
         self._fill(time.monotonic())
         if self.tokens > 0:

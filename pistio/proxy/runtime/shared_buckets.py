@@ -50,9 +50,10 @@ class SharedBuckets:
         return cls(fd)
 
     def take(self, key: int, max_tokens: int, tokens_per_fill: int,
-             fill_interval: float) -> tuple[bool, int] | None:
+             fill_interval: float) -> tuple[bool, int, float] | None:
         """Take a token from bucket ``key`` (created full on first use): (taken, tokens
-        left); None when the table has no room for it (the caller's own bucket serves)."""
+        left, time of the last fill); None when the table has no room for it (the caller's
+        own bucket serves)."""
         now = time.monotonic()
         m = self.map
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
@@ -73,7 +74,7 @@ class SharedBuckets:
                 if taken:
                     tokens -= 1
                 _SLOT.pack_into(m, offset, key, tokens, last_fill)
-                return taken, tokens
+                return taken, tokens, last_fill
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
         if not self._full_warned:
