@@ -814,6 +814,13 @@ class Route:
                            and a.host_rewrite_path_regex is None and a.prefix_rewrite is None
                            and a.regex_rewrite is None)
 
+    def config_for(self, filter_name: str, own: object) -> object:
+        """What the filter ``filter_name`` runs with here: the most specific
+        ``typed_per_filter_config`` for its name (None: disabled here), else ``own``."""
+        if filter_name in self.per_filter_config:
+            return self.filter_config(filter_name)
+        return own
+
     def filter_config(self, filter_name: str, cluster: ClusterWeight | None = None
                       ) -> FilterConfig | None:
         """The most specific config of ``filter_name`` (a weighted cluster's wins)."""

@@ -58,17 +58,13 @@ class FaultFilter:
     def applies(self, route: Route | None) -> bool:
         """Could a fault be injected on ``route``: its effective config (the route's
         ``typed_per_filter_config`` over the filter's own) has a delay or an abort?"""
-        config: object = self.config
-        if route is not None and self.name in route.per_filter_config:
-            config = route.filter_config(self.name)
+        config = route.config_for(self.name, self.config) if route is not None else self.config
         return isinstance(config, HttpFault) and (config.delay is not None
                                                   or config.abort is not None)
 
     def _settings(self, s: ActiveStream) -> HttpFault | None:
         route = s.route()
-        config: object = self.config
-        if route is not None and self.name in route.per_filter_config:
-            config = route.filter_config(self.name)
+        config = route.config_for(self.name, self.config) if route is not None else self.config
         if not isinstance(config, HttpFault):
             return None  # disabled for the route
         if config.upstream_cluster:

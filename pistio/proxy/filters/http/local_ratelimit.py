@@ -70,9 +70,7 @@ class LocalRateLimitFilter:
         self._buckets_seen: dict[int, TokenBucket] = {}  # stream id -> the bucket it used
 
     def _config(self, route: Route | None) -> LocalRateLimitConfig | None:
-        config: object = self.config
-        if route is not None and self.name in route.per_filter_config:
-            config = route.filter_config(self.name)
+        config = route.config_for(self.name, self.config) if route is not None else self.config
         return config if isinstance(config, LocalRateLimitConfig) else None
 
     def applies(self, route: Route | None) -> bool:
